@@ -1,0 +1,87 @@
+"""Typed configuration of one training run, validated once, with errors that name the field."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Literal
+
+from cloce.variants import VARIANTS
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    data_dir: str | None = None  # None: SemEval from ../shared/datasets (or $CLOCE_DATA_DIR)
+    train: str | None = None  # explicit split files win over data_dir
+    val: str | None = None
+    test: str | None = None
+    format: Literal["auto", "tacred", "opennre"] = "auto"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    variant: str = "prompt_ki"
+    model: str | None = None  # Hugging Face id or local path; None: the bundled all-MiniLM-L6-v2
+    k: int | None = 16  # instances per relation; None trains on the full training set
+    seed: int = 1  # picks the K-shot sample and seeds training
+    kshot_val: bool = False  # validate on a K-shot sample of val instead of all of it
+    epochs: int = 20
+    batch_size: int = 16
+    eval_batch_size: int = 64
+    lr: float = 1e-4  # classification (cross-entropy) step
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    grad_clip: float = 1.0
+    max_seq_len: int = 256
+    # Contrastive step (cloce_s / cloce_d only).
+    cl_lr: float = 1e-5
+    cl_batch_size: int = 16  # pairs per optimiser step
+    margin: float = 0.5
+    trainable_margin: bool = False  # bounded to [margin_low, margin_high]
+    margin_low: float = 0.05
+    margin_high: float = 1.0
+    cl_vector: Literal["mask", "mean"] = "mask"  # CLoCE-D sentence vector: [MASK] state or mean pool
+    # Runtime.
+    device: str = "auto"  # auto: cuda when present, else cpu
+    bf16: bool = False  # bf16 autocast
+    num_threads: int | None = None  # CPU threads; None: all cores
+
+    def __post_init__(self) -> None:
+        problems = list(self._problems())
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    def _problems(self):
+        if self.variant not in VARIANTS:
+            yield f"variant: {self.variant!r} is not one of {', '.join(VARIANTS)}"
+        if self.k is not None and self.k < 1:
+            yield f"k: must be >= 1 (or None for full data), got {self.k}"
+        for name in ("epochs", "batch_size", "eval_batch_size", "cl_batch_size", "max_seq_len"):
+            if getattr(self, name) < 1:
+                yield f"{name}: must be >= 1, got {getattr(self, name)}"
+        for name in ("lr", "cl_lr"):
+            if not getattr(self, name) > 0:
+                yield f"{name}: must be > 0, got {getattr(self, name)}"
+        if self.margin < 0:
+            yield f"margin: must be >= 0, got {self.margin}"
+        if self.trainable_margin and not self.margin_low < self.margin < self.margin_high:
+            yield f"margin: a trainable margin must start inside ({self.margin_low}, {self.margin_high}), got {self.margin}"
+        if not 0 <= self.warmup_ratio < 1:
+            yield f"warmup_ratio: must be in [0, 1), got {self.warmup_ratio}"
+        if self.cl_vector not in ("mask", "mean"):
+            yield f"cl_vector: must be 'mask' or 'mean', got {self.cl_vector!r}"
+        if self.num_threads is not None and self.num_threads < 1:
+            yield f"num_threads: must be >= 1, got {self.num_threads}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown TrainConfig keys {unknown}; allowed: {sorted(known)}")
+        return cls(**values)

@@ -1,0 +1,82 @@
+"""Ties a variant's template and model to a backbone: the one place a variant becomes objects."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from cloce.backbone import embedding_rows_from_names, load_encoder, load_masked_lm, resolve_model
+from cloce.data.types import LabelMap, RelationInstance
+from cloce.encoding import Encoded, Template, TokenizedInstance, load_word_tokenizer, tokenize_instances
+from cloce.markers import EntityMarkerTemplate
+from cloce.model import MarkerRelationModel, PromptRelationModel
+from cloce.prompt import PromptTemplate
+from cloce.variants import Variant
+from cloce.vocab import GENERIC_TYPE, VirtualVocab
+
+
+@dataclass
+class RelationPipeline:
+    variant: Variant
+    model_name: str
+    tokenizer: object
+    template: Template
+    model: nn.Module
+    label_map: LabelMap
+    vocab: VirtualVocab | None  # prompt variants only
+    head_pretrained: bool  # the MLM head transform came from the checkpoint
+
+    def tokenize(self, instances: Sequence[RelationInstance]) -> list[TokenizedInstance]:
+        return tokenize_instances(instances, self.tokenizer, self.label_map)
+
+    def encode(self, tokenized: Sequence[TokenizedInstance]) -> list[Encoded]:
+        return [self.template.encode(t) for t in tokenized]
+
+
+def type_vocabulary(instances: Sequence[RelationInstance]) -> tuple[str, ...]:
+    """Entity types seen in the data, sorted; the generic type stands in for missing ones."""
+    types = {m.type for inst in instances for m in (inst.head, inst.tail)}
+    named = sorted(t for t in types if t is not None)
+    return tuple(named + [GENERIC_TYPE]) if None in types or not named else tuple(named)
+
+
+def build_pipeline(
+    variant: Variant,
+    label_map: LabelMap,
+    type_names: tuple[str, ...],
+    model_name: str | None = None,
+    max_seq_len: int = 256,
+    backbone_config=None,
+    tokenizer=None,
+) -> RelationPipeline:
+    """Pre-trained weights by default; a `backbone_config` builds the same thing randomly
+    initialised (tests, and checkpoints that load their own weights afterwards)."""
+    path = resolve_model(model_name)
+    tokenizer = tokenizer or load_word_tokenizer(path)
+    if variant.head == "marker":
+        encoder = load_encoder(path, backbone_config)
+        template = EntityMarkerTemplate(tokenizer, use_types=variant.inject_types, max_seq_len=max_seq_len)
+        model = MarkerRelationModel(encoder, len(label_map))
+        return RelationPipeline(variant, path, tokenizer, template, model, label_map, None, head_pretrained=False)
+
+    loaded = load_masked_lm(path, backbone_config)
+    mlm = loaded.model
+    base_size = mlm.get_input_embeddings().num_embeddings
+    vocab = VirtualVocab(base_size, type_names, label_map.labels)
+    init_rows = embedding_rows_from_names(mlm.get_input_embeddings(), tokenizer, vocab.readable_names())
+    # Keep the padding multiple off: row ids must stay exactly base_size + k.
+    mlm.resize_token_embeddings(vocab.size, mean_resizing=False)
+    with torch.no_grad():
+        mlm.get_input_embeddings().weight[base_size:] = init_rows
+        _zero_new_decoder_bias(mlm, base_size)
+    template = PromptTemplate(tokenizer, vocab, use_types=variant.inject_types, max_seq_len=max_seq_len)
+    model = PromptRelationModel(mlm, loaded.head_name, vocab.label_ids)
+    return RelationPipeline(variant, path, tokenizer, template, model, label_map, vocab, loaded.head_pretrained)
+
+
+def _zero_new_decoder_bias(mlm: nn.Module, base_size: int) -> None:
+    decoder = mlm.get_output_embeddings()
+    if getattr(decoder, "bias", None) is not None:
+        decoder.bias[base_size:] = 0.0

@@ -1,0 +1,69 @@
+"""Where a run executes: device, threads, seeds, and the seam a distributed launcher fills in.
+
+`cloce` never imports Ray: a launcher passes a `Runtime` whose hooks wrap the model and
+loaders (e.g. `ray.train.torch.prepare_model`) and gathers per-worker results.
+"""
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def set_threads(num_threads: int | None) -> None:
+    """All cores by default; a launcher running several workers on one machine passes its share."""
+    torch.set_num_threads(num_threads or os.cpu_count() or 1)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _identity(x):
+    return x
+
+
+@dataclass
+class Runtime:
+    """The local single-process runtime; fields are the hooks a distributed launcher replaces."""
+
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    prepare_model: Callable[[torch.nn.Module], torch.nn.Module] | None = None
+    prepare_loader: Callable[[Any], Any] = _identity
+    world_size: int = 1
+    rank: int = 0
+
+    def model_to_device(self, model: torch.nn.Module) -> torch.nn.Module:
+        if self.prepare_model is not None:
+            return self.prepare_model(model)
+        return model.to(self.device)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every worker's `obj`, on every worker (the contrastive step needs all predictions)."""
+        if self.world_size == 1 or not dist.is_initialized():
+            return [obj]
+        gathered: list[Any] = [None] * self.world_size
+        dist.all_gather_object(gathered, obj)
+        return gathered
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a DistributedDataParallel wrapper, for saving and evaluation."""
+    return getattr(model, "module", model)

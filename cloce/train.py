@@ -1,0 +1,288 @@
+"""The training loop: per epoch the cross-entropy pass, then (CLoCE) the contrastive step,
+then validation; the best-validation epoch is kept and tested once.
+
+Read `train()` top to bottom; the passes it calls are below it.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader
+
+from cloce.config import TrainConfig
+from cloce.contrastive import PairSet, build_contrastive_pairs
+from cloce.data.dataset import Dataset
+from cloce.data.sampling import KShotSample, sample_k_shot
+from cloce.encoding import Collator, EncodedSplit, TokenizedInstance
+from cloce.losses import BoundedMargin, contrastive_margin_loss
+from cloce.metrics import Evaluation, evaluate
+from cloce.pipeline import RelationPipeline, build_pipeline, type_vocabulary
+from cloce.runtime import Runtime, seed_everything, set_threads, unwrap
+from cloce.variants import get_variant
+
+
+class NonFiniteLossError(RuntimeError):
+    """A NaN or infinite loss: the run stops instead of training on garbage."""
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    val_micro_f1: float
+    val_macro_f1_semeval: float | None
+    cl_loss: float | None = None
+    pairs: dict[str, int] = field(default_factory=dict)
+    margin: float | None = None
+    seconds: float = 0.0
+    ce_seconds: float = 0.0
+    cl_seconds: float = 0.0
+    val_seconds: float = 0.0
+    train_samples_per_s: float = 0.0
+
+    def metrics(self) -> dict[str, float]:
+        """Flat numeric metrics, as trackers want them."""
+        flat = {k: v for k, v in vars(self).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        flat.update({k: float(v) for k, v in self.pairs.items()})
+        return flat
+
+
+class EpochCallback(Protocol):
+    """Called after every epoch's validation (the study system reports to Ray from here)."""
+
+    def on_epoch_end(self, record: EpochRecord, pipeline: RelationPipeline, is_best: bool) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    config: TrainConfig
+    pipeline: RelationPipeline
+    sample: KShotSample | None
+    history: list[EpochRecord]
+    best_epoch: int
+    best_val: Evaluation
+    test: Evaluation | None
+    test_predictions: list[int]
+
+
+def train(
+    config: TrainConfig,
+    dataset: Dataset,
+    callbacks: Sequence[EpochCallback] = (),
+    runtime: Runtime | None = None,
+    backbone_config=None,
+) -> TrainResult:
+    runtime = runtime or Runtime()
+    set_threads(config.num_threads)
+    seed_everything(config.seed)
+    variant = get_variant(config.variant)
+
+    # Data: the K-shot sample of train (val and test unchanged), tokenised once per split.
+    sample = sample_k_shot(dataset.train, dataset.label_map, config.k, config.seed) if config.k else None
+    train_instances = sample.instances if sample else dataset.train
+    val_instances = dataset.val
+    if config.kshot_val:
+        val_instances = sample_k_shot(dataset.val, dataset.label_map, config.k, config.seed, allow_short=True).instances
+    types = type_vocabulary([*dataset.train, *dataset.val, *dataset.test])
+    pipeline = build_pipeline(
+        variant, dataset.label_map, types, config.model, config.max_seq_len, backbone_config=backbone_config
+    )
+    train_tokens = pipeline.tokenize(train_instances)
+    collate = Collator(pipeline.tokenizer.pad_token_id)
+    train_loader = runtime.prepare_loader(
+        DataLoader(
+            EncodedSplit(pipeline.encode(train_tokens)), batch_size=config.batch_size, shuffle=True,
+            collate_fn=collate, generator=torch.Generator().manual_seed(config.seed),
+        )
+    )
+    val_split = EncodedSplit(pipeline.encode(pipeline.tokenize(val_instances)))
+    test_split = EncodedSplit(pipeline.encode(pipeline.tokenize(dataset.test))) if dataset.test else None
+
+    # Model and optimisers: one for cross-entropy, one of its own for the contrastive step.
+    model = runtime.model_to_device(pipeline.model)
+    ce_optimizer = adamw(unwrap(model), config.lr, config.weight_decay)
+    steps = config.epochs * math.ceil(len(train_tokens) / (config.batch_size * runtime.world_size))
+    scheduler = linear_warmup_decay(ce_optimizer, steps, config.warmup_ratio)
+    margin = BoundedMargin(config.margin, config.margin_low, config.margin_high) if config.trainable_margin else None
+    cl_optimizer = contrastive_optimizer(unwrap(model), variant.contrastive, config.cl_lr, margin)
+    pair_rng = random.Random(f"cloce-pairs:{config.seed}")
+
+    history: list[EpochRecord] = []
+    best: tuple[float, int, dict, Evaluation] | None = None
+    for epoch in range(1, config.epochs + 1):
+        started = time.perf_counter()
+        train_loader_epoch(train_loader, epoch)
+        train_loss, predictions = classification_pass(model, train_loader, ce_optimizer, scheduler, config, runtime)
+        ce_seconds = time.perf_counter() - started
+
+        cl_loss, pairs = None, PairSet()
+        if variant.contrastive != "none":
+            pairs = build_contrastive_pairs(train_tokens, predictions, pair_rng)
+            cl_loss = contrastive_pass(model, pipeline, pairs, cl_optimizer, margin, variant.contrastive, config, runtime)
+        cl_seconds = time.perf_counter() - started - ce_seconds
+
+        val_eval, _ = evaluate_split(model, pipeline, val_split, config, runtime)
+        record = EpochRecord(
+            epoch=epoch, train_loss=train_loss, val_micro_f1=val_eval.micro_f1,
+            val_macro_f1_semeval=val_eval.macro_f1_semeval, cl_loss=cl_loss, pairs=pairs.stats(),
+            margin=None if variant.contrastive == "none" else float(margin() if margin else config.margin),
+            seconds=time.perf_counter() - started, ce_seconds=ce_seconds, cl_seconds=cl_seconds,
+            val_seconds=time.perf_counter() - started - ce_seconds - cl_seconds,
+            train_samples_per_s=len(train_tokens) / ce_seconds,
+        )
+        history.append(record)
+        is_best = best is None or val_eval.micro_f1 > best[0]
+        if is_best:
+            best = (val_eval.micro_f1, epoch, copy.deepcopy(unwrap(model).state_dict()), val_eval)
+        for callback in callbacks:
+            callback.on_epoch_end(record, pipeline, is_best)
+
+    # Test once, with the weights of the best validation epoch.
+    _, best_epoch, best_state, best_val = best
+    unwrap(model).load_state_dict(best_state)
+    test_eval, test_predictions = (None, [])
+    if test_split is not None:
+        test_eval, test_predictions = evaluate_split(model, pipeline, test_split, config, runtime)
+    return TrainResult(config, pipeline, sample, history, best_epoch, best_val, test_eval, test_predictions)
+
+
+def classification_pass(model, loader, optimizer, scheduler, config: TrainConfig, runtime: Runtime):
+    """One cross-entropy epoch; returns its mean loss and every training instance's prediction
+    (taken from this pass itself, as the contrastive step needs them: no second pass)."""
+    model.train()
+    total, count, predicted = 0.0, 0, {}
+    for batch in loader:
+        batch = to_device(batch, runtime.device)
+        with autocast(runtime.device, config.bf16):
+            logits = model(batch)
+        loss = F.cross_entropy(logits.float(), batch["labels"])
+        check_finite(loss, "cross-entropy")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        total += loss.item() * len(batch["labels"])
+        count += len(batch["labels"])
+        predicted.update(zip(batch["index"].tolist(), logits.argmax(-1).tolist()))
+    merged = {}
+    for part in runtime.gather((predicted, total, count)):
+        merged.update(part[0])
+    totals = runtime.gather((total, count))
+    mean_loss = sum(t for t, _ in totals) / max(1, sum(c for _, c in totals))
+    return mean_loss, [merged[i] for i in range(len(merged))]
+
+
+def contrastive_pass(model, pipeline, pairs: PairSet, optimizer, margin, kind: str, config: TrainConfig, runtime: Runtime):
+    """One pass over the epoch's pairs with the margin loss; returns the mean loss (None: no pairs)."""
+    if not pairs.pairs or optimizer is None:
+        return None
+    output = "embedding_mean" if kind == "embedding" else ("mask_vector" if config.cl_vector == "mask" else "mask_mean")
+    collate = Collator(pipeline.tokenizer.pad_token_id)
+    # Workers split the (identical) pair list; pairs depend only on the gathered predictions.
+    mine = pairs.pairs[runtime.rank :: runtime.world_size]
+    model.train()
+    total, count = 0.0, 0
+    for start in range(0, len(mine), config.cl_batch_size):
+        chunk = mine[start : start + config.cl_batch_size]
+        anchors = to_device(collate([(0, pipeline.template.encode(p.anchor)) for p in chunk]), runtime.device)
+        partners = to_device(collate([(0, pipeline.template.encode(p.partner)) for p in chunk]), runtime.device)
+        y = torch.tensor([p.y for p in chunk], device=runtime.device)
+        with autocast(runtime.device, config.bf16):
+            s_i, s_j = model(anchors, output=output), model(partners, output=output)
+        loss = contrastive_margin_loss(s_i.float(), s_j.float(), y, margin() if margin else config.margin)
+        check_finite(loss, "contrastive")
+        model.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        model.zero_grad(set_to_none=True)  # the CE optimiser must not see contrastive gradients
+        total += loss.item() * len(chunk)
+        count += len(chunk)
+    totals = runtime.gather((total, count))
+    return sum(t for t, _ in totals) / max(1, sum(c for _, c in totals))
+
+
+@torch.inference_mode()
+def predict_split(model, pipeline: RelationPipeline, split: EncodedSplit, batch_size: int, runtime: Runtime, bf16=False):
+    """Class probabilities for every instance of `split`, batched by length to cut padding."""
+    model = unwrap(model)
+    model.eval()
+    order = sorted(range(len(split)), key=lambda i: len(split.items[i].input_ids))
+    collate = Collator(pipeline.tokenizer.pad_token_id)
+    probabilities: list[torch.Tensor] = [None] * len(split)  # type: ignore[list-item]
+    for start in range(0, len(order), batch_size):
+        batch = to_device(collate([split[i] for i in order[start : start + batch_size]]), runtime.device)
+        with autocast(runtime.device, bf16):
+            probs = model(batch).float().softmax(-1).cpu()
+        for row, index in enumerate(batch["index"].tolist()):
+            probabilities[index] = probs[row]
+    return torch.stack(probabilities) if probabilities else torch.empty(0)
+
+
+def evaluate_split(model, pipeline, split: EncodedSplit, config: TrainConfig, runtime: Runtime):
+    probs = predict_split(model, pipeline, split, config.eval_batch_size, runtime, config.bf16)
+    predictions = probs.argmax(-1).tolist()
+    gold = [e.label for e in split.items]
+    return evaluate(gold, predictions, pipeline.label_map), predictions
+
+
+def adamw(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """No weight decay on biases, LayerNorm weights and embedding rows (they include the soft labels)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        exempt = param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name or "embeddings" in name
+        (no_decay if exempt else decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+def contrastive_optimizer(model: nn.Module, kind: str, lr: float, margin: BoundedMargin | None):
+    """CLoCE-S: the embedding layer (incl. virtual tokens) only; CLoCE-D: embedding + encoder."""
+    if kind == "none":
+        return None
+    params = model.embedding_parameters() if kind == "embedding" else model.encoder_parameters()
+    groups = [{"params": params}]
+    if margin is not None:
+        groups.append({"params": list(margin.parameters())})
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=0.0)
+
+
+def linear_warmup_decay(optimizer, total_steps: int, warmup_ratio: float):
+    warmup = int(total_steps * warmup_ratio)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def train_loader_epoch(loader, epoch: int) -> None:
+    """A DistributedSampler reshuffles only when told the epoch."""
+    sampler = getattr(loader, "sampler", None)
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def autocast(device: torch.device, enabled: bool):
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def check_finite(loss: torch.Tensor, what: str) -> None:
+    if not torch.isfinite(loss):
+        raise NonFiniteLossError(f"{what} loss became {loss.item()}; lower the learning rate or check the data")
