@@ -1,6 +1,7 @@
 """Which pre-trained checkpoint to load, and loading it as a masked LM or a bare encoder."""
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass
 
@@ -44,7 +45,7 @@ def load_masked_lm(name_or_path: str, config=None) -> LoadedMaskedLM:
     from transformers import AutoModelForMaskedLM
 
     if config is not None:
-        model = AutoModelForMaskedLM.from_config(config)
+        model = AutoModelForMaskedLM.from_config(copy.deepcopy(config))  # resizing edits the config
         return LoadedMaskedLM(model, mlm_head(model)[0], head_pretrained=False)
     with _quiet_transformers():
         model, info = AutoModelForMaskedLM.from_pretrained(name_or_path, output_loading_info=True)
@@ -58,7 +59,7 @@ def load_encoder(name_or_path: str, config=None) -> nn.Module:
     from transformers import AutoModel
 
     if config is not None:
-        return AutoModel.from_config(config)
+        return AutoModel.from_config(copy.deepcopy(config))
     with _quiet_transformers():
         return AutoModel.from_pretrained(name_or_path)
 
@@ -82,10 +83,12 @@ class _quiet_transformers:
 
         self._level = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
         logging.getLogger("transformers").setLevel(logging.ERROR)
 
     def __exit__(self, *exc):
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity(self._level)
+        hf_logging.enable_progress_bar()
 

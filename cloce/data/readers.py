@@ -24,6 +24,14 @@ def read_instances(
     path: str | Path, fmt: str = "auto", label_map: LabelMap | None = None
 ) -> list[RelationInstance]:
     """All instances of one file, in file order. With a label map, unknown relations are errors."""
+    return [instance for _, instance in read_records(path, fmt, label_map)]
+
+
+def read_records(
+    path: str | Path, fmt: str = "auto", label_map: LabelMap | None = None, unlabeled_as: str | None = None
+) -> list[tuple[dict, RelationInstance]]:
+    """Each raw record with its instance. `unlabeled_as` lets records without a relation
+    through (prediction input), with that placeholder as their relation."""
     path = Path(path)
     text = _read_text(path)
     fmt = _detect(path, text) if fmt == "auto" else fmt
@@ -36,12 +44,13 @@ def read_instances(
             if not isinstance(record, dict):
                 raise _BadRecord(f"expected a JSON object, got {type(record).__name__}")
             record_id = record.get("id")
-            instance = parse(record, f"{path.stem}:{line}" if record_id is None else record_id)
+            labelled = record if unlabeled_as is None or "relation" in record else {**record, "relation": unlabeled_as}
+            instance = parse(labelled, f"{path.stem}:{line}" if record_id is None else record_id)
             if label_map is not None and instance.relation not in label_map:
                 raise _BadRecord(_unknown_label_problem(instance.relation, label_map))
         except _BadRecord as bad:
             raise DataError(path, line, str(bad)) from None
-        instances.append(instance)
+        instances.append((record, instance))
     return instances
 
 

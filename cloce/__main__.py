@@ -1,0 +1,5 @@
+import sys
+
+from cloce.cli import main
+
+sys.exit(main())

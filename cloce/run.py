@@ -1,0 +1,89 @@
+"""One training run from configs to an output directory: what the CLI and the study call."""
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Sequence
+
+from cloce.checkpoint import save_checkpoint
+from cloce.config import DataConfig, TrainConfig
+from cloce.data.dataset import load_dataset
+from cloce.metrics import format_report
+from cloce.runtime import Runtime
+from cloce.train import EpochCallback, TrainResult, train
+
+
+def check_writable(directory: str | Path) -> Path:
+    """Fail before training, not after hours of it, when results cannot be written."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / ".write_probe"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise OSError(f"output directory {directory} is not writable: {err.strerror or err}") from None
+    return directory
+
+
+def run_training(
+    train_config: TrainConfig,
+    data_config: DataConfig,
+    output_dir: str | Path | None,
+    callbacks: Sequence[EpochCallback] = (),
+    runtime: Runtime | None = None,
+    backbone_config=None,
+) -> TrainResult:
+    out = check_writable(output_dir) if output_dir is not None else None
+    dataset = load_dataset(
+        data_config.data_dir, train=data_config.train, val=data_config.val, test=data_config.test, fmt=data_config.format
+    )
+    started = time.perf_counter()
+    result = train(train_config, dataset, callbacks, runtime, backbone_config)
+    if out is not None and (runtime is None or runtime.is_main):
+        write_outputs(result, dataset.files, out, time.perf_counter() - started)
+    return result
+
+
+def run_summary(result: TrainResult) -> dict:
+    summary = {
+        "variant": result.config.variant,
+        "k": result.config.k,
+        "seed": result.config.seed,
+        "best_epoch": result.best_epoch,
+        "val_micro_f1": result.best_val.micro_f1,
+        "val_macro_f1_semeval": result.best_val.macro_f1_semeval,
+    }
+    if result.test is not None:
+        summary |= {"test_micro_f1": result.test.micro_f1, "test_macro_f1_semeval": result.test.macro_f1_semeval}
+    return summary
+
+
+def write_outputs(result: TrainResult, files: dict, out: Path, seconds: float) -> None:
+    pipeline = result.pipeline
+    save_checkpoint(pipeline, out / "checkpoint", extra={"train_config": result.config.to_dict()})
+    params = {
+        "train_config": result.config.to_dict(),
+        "data_files": files,
+        "entity_types": list(pipeline.vocab.type_names) if pipeline.vocab else [],
+        "generic_type_only": bool(pipeline.vocab) and pipeline.vocab.type_names == ("entity",),
+        "mlm_head_pretrained": pipeline.head_pretrained,
+        "backbone": pipeline.model_name,
+        "python": platform.python_version(),
+    }
+    _write_json(out / "params.json", params)
+    _write_json(out / "history.json", [vars(r) for r in result.history])
+    if result.sample is not None:
+        _write_json(out / "kshot_sample.json", result.sample.to_json())
+    _write_json(out / "metrics.json", run_summary(result) | {"seconds": seconds})
+    (out / "val_report.txt").write_text(format_report(result.best_val))
+    _write_json(out / "val_eval.json", result.best_val.to_dict())
+    if result.test is not None:
+        (out / "test_report.txt").write_text(format_report(result.test))
+        _write_json(out / "test_eval.json", result.test.to_dict())
+
+
+def _write_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=2))

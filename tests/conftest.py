@@ -1,0 +1,73 @@
+"""Shared fixtures: tiny randomly initialised backbones with real tokenizers, tiny data."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a model hub
+
+from cloce.backbone import default_model_path  # noqa: E402
+from cloce.data.types import EntityMention, LabelMap, RelationInstance  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def bert_path() -> str:
+    """The bundled all-MiniLM-L6-v2 directory: its tokenizer (and, for the smoke test, weights)."""
+    return default_model_path()
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_config():
+    from transformers import BertConfig
+
+    return BertConfig(
+        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=256, type_vocab_size=2,
+    )
+
+
+@pytest.fixture(scope="session")
+def roberta_path(tmp_path_factory) -> str:
+    """A small byte-level BPE tokenizer saved as a RoBERTa checkpoint directory (no weights)."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaTokenizer
+
+    corpus = [
+        "the relation of head and tail is",
+        "the fire caused smoke in the old house .",
+        "a man was driving his car to the city of paris .",
+        "the company hired an engineer from berlin .",
+    ] * 20
+    bpe = ByteLevelBPETokenizer(add_prefix_space=True)
+    bpe.train_from_iterator(corpus, vocab_size=600, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    directory = tmp_path_factory.mktemp("roberta_tok")
+    bpe.save_model(str(directory))
+    tokenizer = RobertaTokenizer(
+        vocab=str(directory / "vocab.json"), merges=str(directory / "merges.txt"), add_prefix_space=True
+    )
+    tokenizer.save_pretrained(str(directory))
+    return str(directory)
+
+
+@pytest.fixture(scope="session")
+def tiny_roberta_config(roberta_path):
+    from transformers import AutoTokenizer, RobertaConfig
+
+    size = len(AutoTokenizer.from_pretrained(roberta_path))
+    return RobertaConfig(
+        vocab_size=size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=260, pad_token_id=1, bos_token_id=0, eos_token_id=2, type_vocab_size=1,
+    )
+
+
+def make_instance(id_: str, text: str, head: tuple[int, int], tail: tuple[int, int], relation: str,
+                  head_type: str | None = None, tail_type: str | None = None) -> RelationInstance:
+    return RelationInstance(
+        id_, tuple(text.split()), EntityMention(*head, head_type), EntityMention(*tail, tail_type), relation
+    )
+
+
+@pytest.fixture
+def semeval_labels() -> LabelMap:
+    return LabelMap.from_labels(["Other", "Cause-Effect(e1,e2)", "Cause-Effect(e2,e1)"])

@@ -1,0 +1,100 @@
+"""The training loop on a tiny random BERT and a slice of hand-made data."""
+from __future__ import annotations
+
+import torch
+
+from cloce.config import TrainConfig
+from cloce.contrastive import PairSet
+from cloce.data.dataset import Dataset
+from cloce.data.types import LabelMap
+from cloce.train import contrastive_optimizer, contrastive_pass, train
+from tests.conftest import make_instance
+
+LABELS = LabelMap.from_labels(["Other", "Cause-Effect(e1,e2)", "Component-Whole(e1,e2)"])
+SENTENCES = [
+    ("the fire caused smoke in the house", (1, 2), (3, 4), "Cause-Effect(e1,e2)"),
+    ("the virus caused a fever yesterday", (1, 2), (4, 5), "Cause-Effect(e1,e2)"),
+    ("the storm caused floods in the valley", (1, 2), (3, 4), "Cause-Effect(e1,e2)"),
+    ("the wheel of the car was broken", (1, 2), (4, 5), "Component-Whole(e1,e2)"),
+    ("the door of the house was open", (1, 2), (4, 5), "Component-Whole(e1,e2)"),
+    ("the keys of the piano were white", (1, 2), (4, 5), "Component-Whole(e1,e2)"),
+    ("a man saw a dog in the park", (1, 2), (4, 5), "Other"),
+    ("the girl read a book at night", (1, 2), (4, 5), "Other"),
+    ("the cat watched the bird outside", (1, 2), (4, 5), "Other"),
+]
+
+
+def tiny_dataset() -> Dataset:
+    instances = tuple(make_instance(f"s{i}", *row) for i, row in enumerate(SENTENCES))
+    return Dataset(instances, instances[::2], instances[1::2], LABELS, has_types=False, files={})
+
+
+def tiny_config(**overrides) -> TrainConfig:
+    values = dict(variant="cloce_d", k=2, seed=1, epochs=2, batch_size=4, lr=1e-3, cl_lr=1e-3, max_seq_len=64)
+    return TrainConfig(**(values | overrides))
+
+
+def test_history_has_one_record_per_epoch_with_pair_counts(tiny_bert_config):
+    result = train(tiny_config(), tiny_dataset(), backbone_config=tiny_bert_config)
+    assert [r.epoch for r in result.history] == [1, 2]
+    first = result.history[0]
+    assert first.pairs["train_correct"] + first.pairs["train_error"] == 6  # K=2 x 3 labels
+    assert first.pairs["pairs_built"] + first.pairs["pairs_skipped_positive"] + first.pairs["pairs_skipped_negative"] == 2 * first.pairs["train_error"]
+    assert result.best_epoch in (1, 2)
+    assert result.best_val.micro_f1 == max(r.val_micro_f1 for r in result.history)
+    assert len(result.test_predictions) == 4
+
+
+def test_same_seed_gives_identical_metrics(tiny_bert_config):
+    first = train(tiny_config(), tiny_dataset(), backbone_config=tiny_bert_config)
+    second = train(tiny_config(), tiny_dataset(), backbone_config=tiny_bert_config)
+    assert [r.train_loss for r in first.history] == [r.train_loss for r in second.history]
+    assert [r.cl_loss for r in first.history] == [r.cl_loss for r in second.history]
+    assert first.test_predictions == second.test_predictions
+
+
+def test_finetune_and_prompt_variants_skip_the_contrastive_step(tiny_bert_config):
+    for variant in ("finetune", "prompt", "prompt_ki"):
+        result = train(tiny_config(variant=variant, epochs=1), tiny_dataset(), backbone_config=tiny_bert_config)
+        assert result.history[0].cl_loss is None
+        assert result.history[0].pairs["pairs_built"] == 0
+
+
+def _parameters_after_contrastive_step(kind: str, tiny_bert_config):
+    """A pipeline after one contrastive pass over pairs built from all-wrong predictions."""
+    from cloce.contrastive import build_contrastive_pairs
+    from cloce.pipeline import build_pipeline, type_vocabulary
+    from cloce.runtime import Runtime
+    from cloce.variants import get_variant
+    import random
+
+    data = tiny_dataset()
+    variant = get_variant("cloce_s" if kind == "embedding" else "cloce_d")
+    torch.manual_seed(0)
+    pipeline = build_pipeline(variant, LABELS, type_vocabulary(data.train), None, 64, backbone_config=tiny_bert_config)
+    tokens = pipeline.tokenize(data.train)
+    # All but the first "Other" instance predicted as Cause-Effect: positives and negatives both exist.
+    first_other = next(i for i, t in enumerate(tokens) if t.label == 0)
+    predictions = [1 if t.label == 0 and i != first_other else t.label for i, t in enumerate(tokens)]
+    pairs: PairSet = build_contrastive_pairs(tokens, predictions, random.Random(0))
+    assert pairs.n_positive and pairs.n_negative
+    model = pipeline.model
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    optimizer = contrastive_optimizer(model, kind, lr=1e-2, margin=None)
+    contrastive_pass(model, pipeline, pairs, optimizer, None, kind, tiny_config(margin=1.5), Runtime())
+    changed = {n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())}
+    return changed
+
+
+def test_cloce_s_step_changes_embeddings_only(tiny_bert_config):
+    changed = _parameters_after_contrastive_step("embedding", tiny_bert_config)
+    assert any("embeddings.word_embeddings" in n for n in changed)
+    assert not any(".encoder." in n for n in changed), sorted(changed)
+    assert all("embeddings" in n for n in changed), sorted(changed)
+
+
+def test_cloce_d_step_changes_embeddings_and_encoder(tiny_bert_config):
+    changed = _parameters_after_contrastive_step("encoder", tiny_bert_config)
+    assert any("embeddings.word_embeddings" in n for n in changed)
+    assert any(".encoder.layer." in n for n in changed)
+    assert not any(n.startswith("mlm.cls.") and "decoder" not in n for n in changed), sorted(changed)
