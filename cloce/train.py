@@ -173,11 +173,9 @@ def classification_pass(model, loader, optimizer, scheduler, config: TrainConfig
         total += loss.item() * len(batch["labels"])
         count += len(batch["labels"])
         predicted.update(zip(batch["index"].tolist(), logits.argmax(-1).tolist()))
-    merged = {}
-    for part in runtime.gather((predicted, total, count)):
-        merged.update(part[0])
-    totals = runtime.gather((total, count))
-    mean_loss = sum(t for t, _ in totals) / max(1, sum(c for _, c in totals))
+    parts = runtime.gather((predicted, total, count))
+    merged = {index: label for part in parts for index, label in part[0].items()}
+    mean_loss = sum(part[1] for part in parts) / max(1, sum(part[2] for part in parts))
     return mean_loss, [merged[i] for i in range(len(merged))]
 
 
@@ -193,11 +191,15 @@ def contrastive_pass(model, pipeline, pairs: PairSet, optimizer, margin, kind: s
     total, count = 0.0, 0
     for start in range(0, len(mine), config.cl_batch_size):
         chunk = mine[start : start + config.cl_batch_size]
-        anchors = to_device(collate([(0, pipeline.template.encode(p.anchor)) for p in chunk]), runtime.device)
+        # An error instance anchors both its positive and its negative pair: encode it once.
+        anchor_of = {id(p.anchor): p.anchor for p in chunk}
+        row_of = {key: row for row, key in enumerate(anchor_of)}
+        anchors = to_device(collate([(0, pipeline.template.encode(a)) for a in anchor_of.values()]), runtime.device)
         partners = to_device(collate([(0, pipeline.template.encode(p.partner)) for p in chunk]), runtime.device)
         y = torch.tensor([p.y for p in chunk], device=runtime.device)
+        rows = torch.tensor([row_of[id(p.anchor)] for p in chunk], device=runtime.device)
         with autocast(runtime.device, config.bf16):
-            s_i, s_j = model(anchors, output=output), model(partners, output=output)
+            s_i, s_j = model(anchors, output=output)[rows], model(partners, output=output)
         loss = contrastive_margin_loss(s_i.float(), s_j.float(), y, margin() if margin else config.margin)
         check_finite(loss, "contrastive")
         model.zero_grad(set_to_none=True)

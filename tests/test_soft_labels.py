@@ -101,18 +101,25 @@ def test_new_decoder_bias_entries_start_at_zero(prompt_ki):
     assert torch.count_nonzero(bias[prompt_ki.vocab.base_size :]) == 0
 
 
-def test_prompt_model_scores_exactly_the_label_tokens_of_the_mlm_head(prompt_ki):
-    model = prompt_ki.model.eval()
-    batch = batch_of(prompt_ki, INSTANCES)
+@pytest.mark.parametrize("backbone", ["bert", "roberta"])
+def test_prompt_model_scores_exactly_the_label_tokens_of_the_mlm_head(
+    backbone, prompt_ki, roberta_path, tiny_roberta_config
+):
+    pipeline = prompt_ki if backbone == "bert" else build_pipeline(
+        get_variant("prompt_ki"), TACRED_LABELS, type_vocabulary(INSTANCES), model_name=roberta_path,
+        max_seq_len=64, backbone_config=tiny_roberta_config,
+    )
+    model = pipeline.model.eval()
+    batch = batch_of(pipeline, INSTANCES)
 
     with torch.no_grad():
         logits = model(batch)
-        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
         vocab_logits = model.mlm(**inputs).logits
     at_mask = vocab_logits[torch.arange(len(INSTANCES)), batch["anchors"][:, 0]]
 
     assert logits.shape == (len(INSTANCES), len(TACRED_LABELS))
-    torch.testing.assert_close(logits, at_mask[:, prompt_ki.vocab.label_ids])
+    torch.testing.assert_close(logits, at_mask[:, pipeline.vocab.label_ids])
 
 
 def test_marker_model_returns_one_logit_per_label(bert_path, bert_tokenizer, tiny_bert_config):
