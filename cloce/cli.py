@@ -89,7 +89,7 @@ class ProgressBar:
 
         self.bar = tqdm(total=total, desc="epochs", unit="epoch", disable=not enabled, file=sys.stderr)
 
-    def on_epoch_end(self, record, pipeline, is_best) -> None:
+    def on_epoch_end(self, record, pipeline, is_best, snapshot) -> None:
         self.bar.set_postfix(loss=f"{record.train_loss:.3f}", val_f1=f"{record.val_micro_f1:.3f}")
         self.bar.update(1)
 

@@ -7,6 +7,7 @@ A pair whose label has no correctly predicted instance is skipped and counted.
 """
 from __future__ import annotations
 
+import hashlib
 import random
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -49,7 +50,13 @@ class PairSet:
             "pairs_skipped_negative": self.skipped_negative,
             "train_correct": self.n_correct,
             "train_error": self.n_error,
+            "pairs_digest": self.digest(),
         }
+
+    def digest(self) -> int:
+        """A fingerprint of exactly which pairs were built (48 bits: exact as a float metric)."""
+        text = "|".join(f"{p.anchor.id}>{p.partner.id}>{p.y}" for p in self.pairs)
+        return int(hashlib.sha1(text.encode()).hexdigest()[:12], 16)
 
 
 def build_contrastive_pairs(

@@ -10,7 +10,7 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import torch
 from torch import nn
@@ -26,6 +26,7 @@ from cloce.losses import BoundedMargin, contrastive_margin_loss
 from cloce.metrics import Evaluation, evaluate
 from cloce.pipeline import RelationPipeline, build_pipeline, type_vocabulary
 from cloce.runtime import Runtime, seed_everything, set_threads, unwrap
+from cloce.state import TrainState
 from cloce.variants import get_variant
 
 
@@ -56,9 +57,15 @@ class EpochRecord:
 
 
 class EpochCallback(Protocol):
-    """Called after every epoch's validation (the study system reports to Ray from here)."""
+    """Called after every epoch's validation (the study system reports to Ray from here).
 
-    def on_epoch_end(self, record: EpochRecord, pipeline: RelationPipeline, is_best: bool) -> None: ...
+    `snapshot()` returns the full TrainState to continue from this epoch; it copies the
+    weights, so only a callback that checkpoints should call it.
+    """
+
+    def on_epoch_end(
+        self, record: EpochRecord, pipeline: RelationPipeline, is_best: bool, snapshot: Callable[[], TrainState]
+    ) -> None: ...
 
 
 @dataclass
@@ -79,7 +86,9 @@ def train(
     callbacks: Sequence[EpochCallback] = (),
     runtime: Runtime | None = None,
     backbone_config=None,
+    resume: TrainState | None = None,
 ) -> TrainResult:
+    """Train `config` on `dataset`; with `resume`, continue after the epoch it was taken at."""
     runtime = runtime or Runtime()
     set_threads(config.num_threads)
     seed_everything(config.seed)
@@ -97,10 +106,11 @@ def train(
     )
     train_tokens = pipeline.tokenize(train_instances)
     collate = Collator(pipeline.tokenizer.pad_token_id)
+    shuffle_generator = torch.Generator().manual_seed(config.seed)
     train_loader = runtime.prepare_loader(
         DataLoader(
             EncodedSplit(pipeline.encode(train_tokens)), batch_size=config.batch_size, shuffle=True,
-            collate_fn=collate, generator=torch.Generator().manual_seed(config.seed),
+            collate_fn=collate, generator=shuffle_generator,
         )
     )
     val_split = EncodedSplit(pipeline.encode(pipeline.tokenize(val_instances)))
@@ -117,7 +127,15 @@ def train(
 
     history: list[EpochRecord] = []
     best: tuple[float, int, dict, Evaluation] | None = None
-    for epoch in range(1, config.epochs + 1):
+    optimizers = {"ce": ce_optimizer, "scheduler": scheduler, "cl": cl_optimizer, "margin": margin}
+    generators = {"shuffle": shuffle_generator, "pairs": pair_rng}
+    if resume is not None:
+        history, best = restore_state(resume, unwrap(model), optimizers, generators)
+
+    def snapshot() -> TrainState:
+        return take_state(history, best, unwrap(model), optimizers, generators)
+
+    for epoch in range(len(history) + 1, config.epochs + 1):
         started = time.perf_counter()
         train_loader_epoch(train_loader, epoch)
         train_loss, predictions = classification_pass(model, train_loader, ce_optimizer, scheduler, config, runtime)
@@ -143,7 +161,7 @@ def train(
         if is_best:
             best = (val_eval.micro_f1, epoch, copy.deepcopy(unwrap(model).state_dict()), val_eval)
         for callback in callbacks:
-            callback.on_epoch_end(record, pipeline, is_best)
+            callback.on_epoch_end(record, pipeline, is_best, snapshot)
 
     # Test once, with the weights of the best validation epoch.
     _, best_epoch, best_state, best_val = best
@@ -152,6 +170,38 @@ def train(
     if test_split is not None:
         test_eval, test_predictions = evaluate_split(model, pipeline, test_split, config, runtime)
     return TrainResult(config, pipeline, sample, history, best_epoch, best_val, test_eval, test_predictions)
+
+
+def take_state(history, best, model, optimizers, generators) -> TrainState:
+    return TrainState(
+        epoch=len(history),
+        model=copy.deepcopy(model.state_dict()),
+        best_model=best[2],
+        best_epoch=best[1],
+        best_val=best[3].to_dict(),
+        optimizers={name: opt.state_dict() for name, opt in optimizers.items() if opt is not None},
+        rng={"torch": torch.get_rng_state(), "shuffle": generators["shuffle"].get_state(),
+             "pairs": generators["pairs"].getstate()},
+        history=[vars(r) for r in history],
+    )
+
+
+def restore_state(state: TrainState, model, optimizers, generators):
+    model.load_state_dict(state.model)
+    for name, opt in optimizers.items():
+        if opt is not None:
+            opt.load_state_dict(state.optimizers[name])
+    torch.set_rng_state(state.rng["torch"])
+    generators["shuffle"].set_state(state.rng["shuffle"])
+    generators["pairs"].setstate(_as_tuples(state.rng["pairs"]))
+    history = [EpochRecord(**r) for r in state.history]
+    best = (state.best_val["micro_f1"], state.best_epoch, state.best_model, Evaluation.from_dict(state.best_val))
+    return history, best
+
+
+def _as_tuples(value):
+    """random.Random.setstate wants the tuples JSON turned into lists back."""
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 def classification_pass(model, loader, optimizer, scheduler, config: TrainConfig, runtime: Runtime):

@@ -98,3 +98,22 @@ def test_cloce_d_step_changes_embeddings_and_encoder(tiny_bert_config):
     assert any("embeddings.word_embeddings" in n for n in changed)
     assert any(".encoder.layer." in n for n in changed)
     assert not any(n.startswith("mlm.cls.") and "decoder" not in n for n in changed), sorted(changed)
+
+
+def test_resuming_from_a_saved_state_continues_exactly(tiny_bert_config, tmp_path):
+    from cloce.state import load_train_state, save_train_state
+
+    class KeepSnapshot:
+        def on_epoch_end(self, record, pipeline, is_best, snapshot):
+            if record.epoch == 2:
+                save_train_state(snapshot(), tmp_path / "state")
+
+    config = tiny_config(epochs=3)
+    straight = train(config, tiny_dataset(), callbacks=[KeepSnapshot()], backbone_config=tiny_bert_config)
+    resumed = train(config, tiny_dataset(), backbone_config=tiny_bert_config, resume=load_train_state(tmp_path / "state"))
+    assert [r.epoch for r in resumed.history] == [1, 2, 3]
+    last, expected = resumed.history[2], straight.history[2]
+    assert (last.train_loss, last.cl_loss, last.pairs, last.val_micro_f1) == (
+        expected.train_loss, expected.cl_loss, expected.pairs, expected.val_micro_f1)
+    assert resumed.best_epoch == straight.best_epoch
+    assert resumed.test_predictions == straight.test_predictions

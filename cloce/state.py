@@ -1,0 +1,96 @@
+"""Everything needed to continue a run after epoch N exactly as if it had not stopped.
+
+Stored as safetensors (every tensor: weights, optimiser moments, RNG states) plus JSON
+(the structure around them, history, best epoch): resuming never unpickles anything.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+TENSORS = "train_state.safetensors"
+STRUCTURE = "train_state.json"
+
+
+@dataclass
+class TrainState:
+    epoch: int  # the last finished epoch
+    model: dict[str, torch.Tensor]
+    best_model: dict[str, torch.Tensor]
+    best_epoch: int
+    best_val: dict  # Evaluation.to_dict()
+    optimizers: dict[str, Any]  # state dicts: ce, scheduler, cl, margin
+    rng: dict[str, Any]  # torch, loader generator, pair generator
+    history: list[dict]
+
+
+def save_train_state(state: TrainState, directory: str | Path) -> Path:
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton = {
+        "epoch": state.epoch,
+        "best_epoch": state.best_epoch,
+        "best_val": state.best_val,
+        "history": state.history,
+        "model": _flatten(state.model, "model", tensors),
+        "best_model": _flatten(state.best_model, "best_model", tensors),
+        "optimizers": _flatten(state.optimizers, "optimizers", tensors),
+        "rng": _flatten(state.rng, "rng", tensors),
+    }
+    # Tied weights share storage; safetensors wants each tensor on its own.
+    save_file({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, str(directory / TENSORS))
+    (directory / STRUCTURE).write_text(json.dumps(skeleton))
+    return directory
+
+
+def load_train_state(directory: str | Path) -> TrainState:
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    skeleton = json.loads((directory / STRUCTURE).read_text())
+    tensors = load_file(str(directory / TENSORS))
+    return TrainState(
+        epoch=skeleton["epoch"],
+        model=_unflatten(skeleton["model"], tensors),
+        best_model=_unflatten(skeleton["best_model"], tensors),
+        best_epoch=skeleton["best_epoch"],
+        best_val=skeleton["best_val"],
+        optimizers=_unflatten(skeleton["optimizers"], tensors),
+        rng=_unflatten(skeleton["rng"], tensors),
+        history=skeleton["history"],
+    )
+
+
+def has_train_state(directory: str | Path) -> bool:
+    return (Path(directory) / STRUCTURE).exists() and (Path(directory) / TENSORS).exists()
+
+
+def _flatten(value: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """JSON with every tensor replaced by a reference into `tensors`."""
+    if isinstance(value, torch.Tensor):
+        tensors[key] = value
+        return {"__tensor__": key}
+    if isinstance(value, dict):
+        # JSON keys are strings: remember int keys (optimiser state is keyed by param index).
+        return {"__dict__": [[k, _flatten(v, f"{key}.{k}", tensors)] for k, v in value.items()]}
+    if isinstance(value, (list, tuple)):
+        return {"__list__": [_flatten(v, f"{key}.{i}", tensors) for i, v in enumerate(value)], "tuple": isinstance(value, tuple)}
+    return value
+
+
+def _unflatten(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(value, dict) and "__tensor__" in value:
+        return tensors[value["__tensor__"]]
+    if isinstance(value, dict) and "__dict__" in value:
+        return {k: _unflatten(v, tensors) for k, v in value["__dict__"]}
+    if isinstance(value, dict) and "__list__" in value:
+        items = [_unflatten(v, tensors) for v in value["__list__"]]
+        return tuple(items) if value["tuple"] else items
+    return value

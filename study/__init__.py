@@ -1,0 +1,1 @@
+"""Few-shot studies of CLoCE on Ray Tune/Train, Optuna and MLflow."""
