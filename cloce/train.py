@@ -235,12 +235,16 @@ def contrastive_pass(model, pipeline, pairs: PairSet, optimizer, margin, kind: s
         return None
     output = "embedding_mean" if kind == "embedding" else ("mask_vector" if config.cl_vector == "mask" else "mask_mean")
     collate = Collator(pipeline.tokenizer.pad_token_id)
-    # Workers split the (identical) pair list; pairs depend only on the gathered predictions.
-    mine = pairs.pairs[runtime.rank :: runtime.world_size]
     model.train()
     total, count = 0.0, 0
-    for start in range(0, len(mine), config.cl_batch_size):
-        chunk = mine[start : start + config.cl_batch_size]
+    # Workers split each global batch of the (identical) pair list; every worker takes the
+    # same number of steps, or DistributedDataParallel would wait forever.
+    step = config.cl_batch_size * runtime.world_size
+    for start in range(0, len(pairs.pairs), step):
+        mine = start + runtime.rank * config.cl_batch_size
+        chunk = pairs.pairs[mine : min(mine + config.cl_batch_size, start + step)]
+        weight = 1.0 if chunk else 0.0  # a worker left without pairs still steps, with no effect
+        chunk = chunk or pairs.pairs[start : start + 1]
         # An error instance anchors both its positive and its negative pair: encode it once.
         anchor_of = {id(p.anchor): p.anchor for p in chunk}
         row_of = {key: row for row, key in enumerate(anchor_of)}
@@ -250,14 +254,14 @@ def contrastive_pass(model, pipeline, pairs: PairSet, optimizer, margin, kind: s
         rows = torch.tensor([row_of[id(p.anchor)] for p in chunk], device=runtime.device)
         with autocast(runtime.device, config.bf16):
             s_i, s_j = model(anchors, output=output)[rows], model(partners, output=output)
-        loss = contrastive_margin_loss(s_i.float(), s_j.float(), y, margin() if margin else config.margin)
+        loss = weight * contrastive_margin_loss(s_i.float(), s_j.float(), y, margin() if margin else config.margin)
         check_finite(loss, "contrastive")
         model.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         model.zero_grad(set_to_none=True)  # the CE optimiser must not see contrastive gradients
         total += loss.item() * len(chunk)
-        count += len(chunk)
+        count += len(chunk) if weight else 0
     totals = runtime.gather((total, count))
     return sum(t for t, _ in totals) / max(1, sum(c for _, c in totals))
 

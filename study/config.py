@@ -243,7 +243,8 @@ def _build(raw: dict, problems: list[str]) -> StudyConfig | None:
     if search.get("enabled") and search.get("asha") and search.get("grace_period", 0) > epochs:
         problems.append(f"search.grace_period: ASHA needs grace_period <= train.epochs ({epochs}), got {search['grace_period']}")
     if trial is not None and trial.trainable_margin:
-        for variant, space in spaces.items():
+        used = {v: DEFAULT_SPACES[v] for v in study.get("variants", ()) if v in VARIANTS} | spaces
+        for variant, space in used.items():
             if space.margin and not trial.margin_low < space.margin[0] < space.margin[1] < trial.margin_high:
                 problems.append(f"spaces.{variant}.margin: with train.trainable_margin the range must lie inside "
                                 f"(margin_low, margin_high) = ({trial.margin_low}, {trial.margin_high}), got {list(space.margin)}")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from study.tables import epoch_table, fewshot_numbers, k_label
 
@@ -32,6 +33,11 @@ def _save(figure: Figure, path: str | Path) -> Path:
     return out
 
 
+def _colour(variant_index: int) -> str:
+    """The same variant gets the same colour in every panel and in both figures."""
+    return f"C{variant_index % 10}"
+
+
 def _note(axes, text: str) -> None:
     axes.text(0.5, 0.5, text, ha="center", va="center", transform=axes.transAxes, color="grey")
 
@@ -48,13 +54,14 @@ def plot_learning_curves(rows: Sequence[Row], path: str | Path,
         _note(panels[0], "no finished trials")
     for axes, k in zip(panels, ks):
         drawn = False
-        for variant in order:
+        for i, variant in enumerate(order):
             curve = curves.filter((curves["variant"] == variant) & (curves["k"] == k))
             if curve.is_empty():
                 continue
             axes.plot(curve["epoch"].to_list(), [100 * v for v in curve["val_micro_f1_mean"].to_list()],
-                      marker="o", label=variant)
+                      marker="o", color=_colour(i), label=variant)
             drawn = True
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_title(f"K = {k_label(k)}")
         axes.set_xlabel("epoch")
         axes.set_ylabel("val micro-F1 (%)")
@@ -85,7 +92,7 @@ def plot_f1_vs_k(rows: Sequence[Row], path: str | Path,
         cells = {r["k"]: r for r in numbers.filter(numbers["variant"] == variant).iter_rows(named=True)}
         if not cells:
             continue
-        colour = f"C{i % 10}"
+        colour = _colour(i)
         # NaN for a missing K breaks the line there instead of bridging the gap.
         means = [100 * cells[k]["test_micro_f1_mean"] if k in cells else math.nan for k in shots]
         stds = [_std_percent(cells[k]) if k in cells else math.nan for k in shots]

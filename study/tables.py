@@ -126,11 +126,11 @@ def fewshot_table(rows: Sequence[Row], variants: Sequence[str], ks: Sequence[int
             macro_values = cell["test_macro_f1_semeval"].drop_nulls().to_list()
             macro.append(_mean_std_cell(macro_values) if macro_values or cell.is_empty() else "n/a")
             seeds.append(f"{cell.height}/{len(expected)}")
-        label = k_label(k)
-        table[f"K={label} micro-F1"] = micro
+        label = "full" if k == 0 else f"K={k}"
+        table[f"{label} micro-F1"] = micro
         if with_macro:
-            table[f"K={label} macro-F1"] = macro
-        table[f"K={label} seeds"] = seeds
+            table[f"{label} macro-F1"] = macro
+        table[f"{label} seeds"] = seeds
     return pl.DataFrame(table, schema={name: pl.String for name in table})
 
 
@@ -209,14 +209,19 @@ def best_epochs(rows: Sequence[Row], variants: Sequence[str] | None = None) -> p
 
 def best_epochs_display(rows: Sequence[Row], variants: Sequence[str] | None = None) -> pl.DataFrame:
     """``best_epochs`` for reading: "full" K label, F1 in percent, one decimal."""
+    def one_decimal(value: float | None, scale: float = 1.0) -> str:
+        return "" if value is None else f"{scale * value:.1f}"
+
     best = best_epochs(rows, variants)
-    return best.select(
-        "variant",
-        pl.col("k").map_elements(k_label, return_dtype=pl.String).alias("K"),
-        pl.col("n").alias("seeds"),
-        pl.col("best_epoch").alias("best epoch (mean curve)"),
-        (100 * pl.col("best_val_micro_f1")).round(1).alias("best val micro-F1"),
-        pl.col("mean_seed_best_epoch").round(1).alias("mean per-seed best epoch"),
+    return pl.DataFrame(
+        {"variant": best["variant"].to_list(),
+         "K": [k_label(k) for k in best["k"]],
+         "seeds": best["n"].to_list(),
+         "best epoch (mean curve)": best["best_epoch"].to_list(),
+         "best val micro-F1": [one_decimal(v, 100.0) for v in best["best_val_micro_f1"]],
+         "mean per-seed best epoch": [one_decimal(v) for v in best["mean_seed_best_epoch"]]},
+        schema={"variant": pl.String, "K": pl.String, "seeds": pl.Int64, "best epoch (mean curve)": pl.Int64,
+                "best val micro-F1": pl.String, "mean per-seed best epoch": pl.String},
     )
 
 

@@ -1,0 +1,173 @@
+"""Study configs: every experiment file loads; overrides apply; each error names file, key, allowed values."""
+from __future__ import annotations
+
+import pytest
+
+from cloce.config import TrainConfig
+from cloce.variants import VARIANTS
+from study.config import (
+    DEFAULT_SPACES, EXPERIMENTS_DIR, SearchSpace, StudyConfig, StudyConfigError, available_experiments,
+    experiment_path, load_study_config, parse_override,
+)
+
+MINIMAL = """
+[study]
+name = "tiny"
+variants = ["prompt", "cloce_s"]
+ks = [8]
+seeds = [1]
+
+[train]
+epochs = 3
+
+[search]
+num_samples = 2
+search_seed = 1
+"""
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "study.toml"
+    path.write_text(text)
+    return path
+
+
+def problems_of(path, overrides=None) -> str:
+    with pytest.raises(StudyConfigError) as caught:
+        load_study_config(path, overrides)
+    message = str(caught.value)
+    assert str(path) in message
+    return message
+
+
+@pytest.mark.parametrize("name", ["quick", "semeval_fewshot", "tacred_fewshot", "tacrev_fewshot",
+                                  "retacred_fewshot", "tacred_full", "ki_ablation"])
+def test_every_experiment_file_loads(name):
+    config = load_study_config(experiment_path(name))
+    assert isinstance(config, StudyConfig) and config.name == name
+    for variant in config.variants:  # every cell makes a valid trial with its no-search values
+        trial = config.train_config(variant, config.ks[0], config.seeds[0], **config.default_hyperparams(variant))
+        assert isinstance(trial, TrainConfig) and trial.variant == variant
+
+
+def test_available_experiments_are_all_tested():
+    assert set(available_experiments()) >= {"quick", "semeval_fewshot", "tacred_fewshot", "tacrev_fewshot",
+                                             "retacred_fewshot", "tacred_full", "ki_ablation"}
+
+
+def test_quick_is_the_cheap_semeval_default():
+    config = load_study_config("quick")
+    assert config.data_dir is None and config.model is None and not config.requires_data_dir
+    assert config.variants == tuple(VARIANTS) and config.ks == (8, 16) and config.seeds == (1, 2, 3)
+    assert config.train["kshot_val"] is True and config.search.num_samples == 2
+
+
+def test_tacred_files_require_a_data_dir_and_accept_one_from_overrides():
+    config = load_study_config("tacred_fewshot")
+    assert config.requires_data_dir and config.data_dir is None and config.data_format == "tacred"
+    assert config.model == "roberta-large" and config.resources.use_gpu and config.resources.workers_per_trial == 2
+    assert load_study_config("tacred_fewshot", {"study.data_dir": "/data/tacred"}).data_dir == "/data/tacred"
+
+
+def test_tacred_full_uses_the_paper_fixed_hyperparameters():
+    config = load_study_config("tacred_full")
+    assert not config.search.enabled and config.ks == (0,)
+    assert config.default_hyperparams("cloce_d") == {"lr": 3e-5, "cl_lr": 1e-6, "margin": 0.5}
+    trial = config.train_config("cloce_d", 0, 1, **config.default_hyperparams("cloce_d"))
+    assert trial.k is None and trial.batch_size == 16 and trial.epochs == 5 and trial.model == "roberta-large"
+
+
+def test_overrides_apply_before_validation(tmp_path):
+    path = write(tmp_path, MINIMAL)
+    config = load_study_config(path, {"study.ks": [16, 32], "train.epochs": 7, "search.num_samples": 5,
+                                      "spaces.cloce_s.margin": [0.2, 0.4]})
+    assert config.ks == (16, 32) and config.train["epochs"] == 7 and config.search.num_samples == 5
+    assert config.search_space("cloce_s") == SearchSpace(lr=(1e-5, 5e-4), cl_lr=(1e-6, 1e-4), margin=(0.2, 0.4))
+    assert "train.epochs" in problems_of(path, {"train.epochs": 0})
+
+
+def test_parse_override_reads_toml_values_and_bare_strings():
+    assert parse_override("study.ks=[8, 16]") == ("study.ks", [8, 16])
+    assert parse_override("train.lr = 3e-5") == ("train.lr", 3e-5)
+    assert parse_override("study.data_dir=/data/tacred") == ("study.data_dir", "/data/tacred")
+
+
+def test_unlisted_variants_get_default_spaces_and_to_dict_is_plain(tmp_path):
+    config = load_study_config(write(tmp_path, MINIMAL))
+    assert config.search_space("prompt") == DEFAULT_SPACES["prompt"] == SearchSpace(lr=(1e-5, 5e-4))
+    assert config.search_space("cloce_s").margin == (0.1, 1.0)
+    out = config.to_dict()
+    assert out["ks"] == [8] and out["spaces"]["cloce_s"]["cl_lr"] == [1e-6, 1e-4] and out["search"]["enabled"]
+
+
+def test_empty_range_fixes_a_parameter(tmp_path):
+    config = load_study_config(write(tmp_path, MINIMAL + "\n[spaces.cloce_s]\nmargin = []\n"))
+    assert config.search_space("cloce_s").margin is None
+    assert "margin" not in config.default_hyperparams("cloce_s")
+
+
+@pytest.mark.parametrize("extra, expected", [
+    ("\n[extras]\na = 1\n", ["extras: unknown section", "allowed: study, train, search, resources, spaces"]),
+    ("\n[resources]\nworkers = 2\n", ["resources.workers: unknown key", "allowed:", "workers_per_trial"]),
+    ("\n[spaces.prompt]\nlr = [5e-4, 1e-5]\n", ["spaces.prompt.lr", "0 < low < high", "[0.0005, 1e-05]"]),
+    ("\n[spaces.cloce_d]\nmargin = [-0.5, 1.0]\n", ["spaces.cloce_d.margin", "0.0 <= low < high <= 2.0"]),
+    ("\n[spaces.prompt]\ncl_lr = [1e-6, 1e-4]\n", ["spaces.prompt.cl_lr", "only cloce_s, cloce_d", "allowed here: lr"]),
+    ("\n[spaces.cloce_x]\nlr = [1e-5, 1e-4]\n", ["spaces.cloce_x", "finetune, prompt, prompt_ki, cloce_s, cloce_d"]),
+])
+def test_file_errors_name_file_key_and_allowed_values(tmp_path, extra, expected):
+    message = problems_of(write(tmp_path, MINIMAL + extra))
+    for part in expected:
+        assert part in message
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    ({"study.variants": ["prompt", "bert"]}, ["study.variants", "'bert'", "finetune, prompt, prompt_ki, cloce_s, cloce_d"]),
+    ({"study.ks": [-8]}, ["study.ks", "-8", "integers >= 0"]),
+    ({"study.seeds": []}, ["study.seeds", "must not be empty"]),
+    ({"search.num_samples": 0}, ["search.num_samples", "must be >= 1, got 0"]),
+    ({"search.max_concurrent_trials": 0}, ["search.max_concurrent_trials", "must be >= 1"]),
+    ({"resources.workers_per_trial": 0}, ["resources.workers_per_trial", "must be >= 1"]),
+    ({"search.num_samples": "two"}, ["search.num_samples", "expected an integer", "'two'"]),
+    ({"study.data_format": "json"}, ["study.data_format", "one of 'auto', 'tacred', 'opennre'"]),
+    ({"train.learning_rate": 1e-4}, ["train.learning_rate: unknown key", "allowed:", "cl_lr", "epochs"]),
+    ({"train.variant": "prompt"}, ["train.variant", "use study.variants"]),
+    ({"train.lr": -1}, ["train.lr: must be > 0, got -1"]),
+    ({"train.trainable_margin": True}, ["spaces.cloce_s.margin", "inside (margin_low, margin_high) = (0.05, 1.0)"]),
+    ({"train.epochs": 2, "search.asha": True, "search.grace_period": 3}, ["search.grace_period", "<= train.epochs (2)"]),
+])
+def test_override_errors_name_file_key_and_allowed_values(tmp_path, overrides, expected):
+    message = problems_of(write(tmp_path, MINIMAL), overrides)
+    for part in expected:
+        assert part in message
+
+
+def test_all_problems_are_reported_at_once(tmp_path):
+    with pytest.raises(StudyConfigError) as caught:
+        load_study_config(write(tmp_path, MINIMAL), {"search.num_samples": 0, "train.lr": -1, "study.ks": [-1]})
+    assert len(caught.value.problems) == 3
+
+
+def test_missing_required_keys_are_named(tmp_path):
+    message = problems_of(write(tmp_path, "[study]\nname = 'x'\n"))
+    for key in ("study.variants: required", "study.ks: required", "study.seeds: required", "search.num_samples: required"):
+        assert key in message
+
+
+def test_malformed_toml_names_the_line(tmp_path):
+    path = write(tmp_path, '[study]\nname = "x"\nks = 8 8\n')
+    message = problems_of(path)
+    assert "line 3" in message and "invalid TOML" in message
+
+
+def test_experiment_path_resolves_names_and_paths(tmp_path):
+    assert experiment_path("quick") == EXPERIMENTS_DIR / "quick.toml"
+    assert experiment_path("quick.toml") == EXPERIMENTS_DIR / "quick.toml"
+    own = write(tmp_path, MINIMAL)
+    assert experiment_path(own) == own and experiment_path(str(own)) == own
+
+
+def test_unknown_experiment_lists_the_available_ones():
+    with pytest.raises(StudyConfigError) as caught:
+        experiment_path("no_such_study")
+    message = str(caught.value)
+    assert "no_such_study" in message and "quick" in message and "tacred_full" in message
