@@ -1,0 +1,133 @@
+"""A whole study from a validated config: checks up front, Ray and MLflow set-up, both
+stages, then the tables and plots attached to the parent run."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from study import tracking
+from study.config import StudyConfig
+from study.trial import TrialContext
+
+
+class StudyError(RuntimeError):
+    """Something to fix before the study can run (data, paths, tracking store)."""
+
+
+def preflight(study: StudyConfig, study_dir: Path) -> None:
+    """Bad data or an unwritable path stops the study before Ray starts, not hours into it."""
+    from cloce.data.dataset import load_dataset
+    from cloce.data.types import DataError
+    from cloce.run import check_writable
+
+    if study.requires_data_dir and not study.data_dir:
+        raise StudyError(f"experiment {study.name!r} needs its data set: pass --data-dir DIR "
+                         "(TACRED-style train.json/dev.json/test.json)")
+    data = study.data_config()
+    try:
+        load_dataset(data.data_dir, train=data.train, val=data.val, test=data.test, fmt=data.format)
+    except DataError as err:
+        raise StudyError(str(err)) from None
+    try:
+        check_writable(study_dir)
+    except OSError as err:
+        raise StudyError(str(err)) from None
+
+
+def choose_study_dir(study: StudyConfig, requested: str | None, resume: bool) -> Path:
+    """runs/<name> by default; a new study never overwrites an old one's results."""
+    if requested:
+        return Path(requested)
+    base = Path("runs") / study.name
+    if resume:
+        earlier = sorted(Path("runs").glob(f"{study.name}*"), key=lambda p: p.stat().st_mtime) if Path("runs").exists() else []
+        if not earlier:
+            raise StudyError(f"--resume: no earlier study of {study.name!r} under runs/; pass --study-dir")
+        return earlier[-1]
+    return base if not base.exists() else Path("runs") / f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def start_ray(address: str | None, num_cpus: int | None, offline: bool) -> None:
+    import ray
+
+    env = {"HF_HUB_OFFLINE": "1"} if offline else {}
+    env |= {"TOKENIZERS_PARALLELISM": "false", "RAY_TRAIN_ENABLE_V2": "1"}
+    if address:
+        ray.init(address=address, runtime_env={"env_vars": env})
+        return
+    # A local runtime: the dashboard stays off (and would listen on 127.0.0.1 only).
+    ray.init(
+        num_cpus=num_cpus or os.cpu_count(),
+        include_dashboard=False,
+        resources={"trial_driver": 1},
+        runtime_env={"env_vars": env},
+        log_to_driver=False,
+        configure_logging=False,
+    )
+
+
+def run_study(study: StudyConfig, args) -> str:
+    from study.progress import ProgressPrinter
+    from study.stages import run_study_cells
+    from study.tables import fewshot_table, to_markdown
+
+    study_dir = choose_study_dir(study, args.study_dir, args.resume)
+    preflight(study, study_dir)
+    uri = tracking.resolve_tracking_uri(args.tracking_uri)
+    try:
+        experiment_id, parent_id = tracking.start_parent_run(
+            uri, f"cloce-{study.name}", str(study_dir.resolve()), params=study.to_dict(),
+            tags={"study": study.name, "study_dir": str(study_dir)},
+        )
+    except Exception as err:
+        raise StudyError(f"cannot use the MLflow store {uri!r}: {err}") from None
+    print(f"study {study.name}: {len(study.variants)} variants x K {list(study.ks)} x seeds {list(study.seeds)}; "
+          f"dir {study_dir}; MLflow {uri} (parent run {parent_id})", flush=True)
+
+    start_ray(args.address, args.num_cpus, offline=study.model is None)
+    storage = args.storage_path or str((study_dir / "train").resolve())
+    base = TrialContext(study, "search", "", 0, storage, uri, experiment_id, parent_id)
+    try:
+        finals = run_study_cells(study, base, study_dir, args.resume, [ProgressPrinter()])
+    except BaseException:
+        tracking.end_run(uri, parent_id, "FAILED")
+        raise
+    attach_results(study, finals, study_dir, uri, parent_id)
+    tracking.end_run(uri, parent_id, "FINISHED")
+    table = fewshot_table(finals, study.variants, study.ks, study.seeds)
+    return to_markdown(table)
+
+
+def attach_results(study: StudyConfig, finals: list[dict], study_dir: Path, uri: str, parent_id: str) -> None:
+    """Tables (markdown + CSV), plots, chosen configs and the sampled K-shot ids on the parent run."""
+    from study.plots import plot_f1_vs_k, plot_learning_curves
+    from study.tables import write_tables
+
+    out = study_dir / "tables"
+    paths = list(write_tables(finals, study.variants, study.ks, study.seeds, out).values())
+    paths.append(plot_learning_curves(finals, out / "learning_curves.png", study.variants))
+    paths.append(plot_f1_vs_k(finals, out / "f1_vs_k.png", study.variants))
+    (out / "final_trials.json").write_text(json.dumps(finals, indent=1, default=str))
+    (out / "kshot_ids.json").write_text(json.dumps(kshot_ids(study), indent=1))
+    paths += [out / "final_trials.json", out / "kshot_ids.json"]
+    tracking.log_files(uri, parent_id, paths, "results")
+    summary = {f"{r['variant']}_K{r['k']}_seed{r['seed']}_test_micro_f1": r["test_micro_f1"] for r in finals if r["test_micro_f1"] is not None}
+    tracking.log_metrics(uri, parent_id, summary)
+
+
+def kshot_ids(study: StudyConfig) -> dict[str, list[str]]:
+    """The training ids of every (K, seed) sample: the sampler depends on (K, seed, label) only."""
+    from cloce.data.dataset import load_dataset
+    from cloce.data.sampling import sample_k_shot
+
+    data = study.data_config()
+    dataset = load_dataset(data.data_dir, train=data.train, val=data.val, test=data.test, fmt=data.format)
+    samples = {}
+    for k in study.ks:
+        if k == 0:
+            continue
+        for seed in sorted({*study.seeds, study.search.search_seed}):
+            samples[f"K{k}-seed{seed}"] = list(sample_k_shot(dataset.train, dataset.label_map, k, seed).ids)
+    return samples

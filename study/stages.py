@@ -1,0 +1,147 @@
+"""The study's two stages, each a Ray Tune run per (variant, K) cell.
+
+Stage 1 (search): a `Tuner` with `OptunaSearch` (TPE) over lr, contrastive lr and margin
+on the search seed; objective = best val micro-F1. Optuna refuses grid_search, so variant
+and K are an outer loop here, not searched dimensions.
+Stage 2 (final): the cell's best config on every seed; test F1 at the best val epoch.
+Test F1 never steers anything.
+
+Each finished cell is written to `<study dir>/cells/<cell>.json`; `--resume` skips those
+cells and restores an interrupted one with `Tuner.restore`.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from study import tracking
+from study.config import CONTRASTIVE_VARIANTS, StudyConfig
+from study.trial import TrialContext, run_trial, trial_record
+
+OBJECTIVE, MODE = "best_val_micro_f1", "max"
+
+
+def cell_name(stage: str, variant: str, k: int) -> str:
+    return f"{stage}-{variant}-K{k}"
+
+
+def search_space(study: StudyConfig, variant: str) -> dict:
+    from ray import tune
+
+    space = study.search_space(variant)
+    params = {"seed": study.search.search_seed, "lr": tune.loguniform(*space.lr)}
+    if variant in CONTRASTIVE_VARIANTS and space.cl_lr:
+        params["cl_lr"] = tune.loguniform(*space.cl_lr)
+    if variant in CONTRASTIVE_VARIANTS and space.margin:
+        params["margin"] = tune.uniform(*space.margin)
+    return params
+
+
+def run_cell(context: TrialContext, tune_dir: str, param_space: dict, tune_config, resume: bool, callbacks):
+    """One Tuner for one cell; restored when an earlier run of it was interrupted."""
+    from ray import tune
+
+    name = cell_name(context.stage, context.variant, context.k)
+    path = os.path.join(tune_dir, name)
+    # The driver only waits on its TorchTrainer, whose workers hold the CPUs/GPUs; it
+    # reserves a sliver of a custom resource instead of a CPU (see study/runtime_setup.py).
+    trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), {"CPU": 0, "trial_driver": 0.001})
+    if resume and tune.Tuner.can_restore(path):
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=False, restart_errored=False)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space,
+            tune_config=tune_config,
+            run_config=tune.RunConfig(
+                name=name, storage_path=tune_dir, verbose=0, callbacks=callbacks,
+                failure_config=tune.FailureConfig(max_failures=0),  # worker failures are retried by Ray Train
+            ),
+        )
+    return tuner.fit()
+
+
+def records_of(grid, variant: str, k: int, stage: str) -> list[dict]:
+    rows = []
+    for result in grid:
+        error = None if result.error is None else str(result.error).splitlines()[0][:500]
+        rows.append(trial_record(result.metrics or {}, result.config or {}, variant, k, stage, error))
+    return rows
+
+
+def run_search(study: StudyConfig, context: TrialContext, tune_dir: str, resume: bool, callbacks) -> tuple[dict, list[dict]]:
+    """Stage 1 for one cell: (best hyper-parameters, the search trials' records)."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    if not study.search.enabled:
+        return study.default_hyperparams(context.variant), []
+    epochs = study.train_config(context.variant, context.k, study.search.search_seed).epochs
+    scheduler = None
+    if study.search.asha:
+        # epochs_done, not training_iteration: the latter restarts at 1 after a restore.
+        scheduler = ASHAScheduler(metric=OBJECTIVE, mode=MODE, time_attr="epochs_done",
+                                  max_t=epochs, grace_period=study.search.grace_period)
+    tune_config = tune.TuneConfig(
+        search_alg=OptunaSearch(metric=OBJECTIVE, mode=MODE, seed=study.search.search_seed),
+        scheduler=scheduler,
+        num_samples=study.search.num_samples,
+        max_concurrent_trials=study.search.max_concurrent_trials,
+    )
+    grid = run_cell(context, tune_dir, search_space(study, context.variant), tune_config, resume, callbacks)
+    records = records_of(grid, context.variant, context.k, "search")
+    finished = [r for r in records if r["status"] == "FINISHED"]
+    if not finished:
+        raise RuntimeError(f"every search trial of {context.variant} K={context.k} failed; see the MLflow runs")
+    best = max(finished, key=lambda r: r["val_micro_f1"])
+    return best["config"], records
+
+
+def run_final(study: StudyConfig, context: TrialContext, best: dict, search_records: list[dict],
+              tune_dir: str, resume: bool, callbacks) -> list[dict]:
+    """Stage 2 for one cell: the best config on every seed. The search seed's run of the best
+    config is reused when it finished: same config, same seed, same numbers."""
+    from ray import tune
+
+    reused = [
+        r | {"stage": "final", "reused_from_search": True}
+        for r in search_records
+        if r["status"] == "FINISHED" and r["config"] == best and r["seed"] in study.seeds and r["history"]
+        and len(r["history"]) == study.train_config(context.variant, context.k, r["seed"]).epochs
+    ][:1]
+    seeds = [s for s in study.seeds if s not in {r["seed"] for r in reused}]
+    if not seeds:
+        return reused
+    tune_config = tune.TuneConfig(num_samples=1, max_concurrent_trials=study.search.max_concurrent_trials)
+    param_space = dict(best) | {"seed": tune.grid_search(seeds)}
+    grid = run_cell(context, tune_dir, param_space, tune_config, resume, callbacks)
+    return reused + records_of(grid, context.variant, context.k, "final")
+
+
+def run_study_cells(study: StudyConfig, base: TrialContext, study_dir: Path, resume: bool, callbacks) -> list[dict]:
+    """Both stages for every (variant, K) cell; returns every final record (the tables' input)."""
+    cells_dir = study_dir / "cells"
+    cells_dir.mkdir(parents=True, exist_ok=True)
+    tune_dir = str((study_dir / "tune").resolve()) if "://" not in str(study_dir) else str(study_dir / "tune")
+    finals: list[dict] = []
+    for variant in study.variants:
+        for k in study.ks:
+            ledger = cells_dir / f"{variant}-K{k}.json"
+            if resume and ledger.exists():
+                finals.extend(json.loads(ledger.read_text())["final"])
+                print(f"[resume] {variant} K={k}: already finished, not re-run", flush=True)
+                continue
+            try:
+                best, searched = run_search(study, replace(base, stage="search", variant=variant, k=k), tune_dir, resume, callbacks)
+                final = run_final(study, replace(base, stage="final", variant=variant, k=k), best, searched, tune_dir, resume, callbacks)
+            except Exception as err:  # a failed cell never takes the study down; --resume retries it
+                print(f"[error] {variant} K={k}: {err}", flush=True)
+                finals.extend(trial_record({}, {"seed": s}, variant, k, "final", error=str(err)[:500]) for s in study.seeds)
+                continue
+            ledger.write_text(json.dumps({"best_config": best, "search": searched, "final": final}, indent=1))
+            tracking.log_json(base.tracking_uri, base.parent_run_id, {"best_config": best}, f"chosen_configs/{variant}-K{k}.json")
+            finals.extend(final)
+    return finals

@@ -1,0 +1,111 @@
+"""One Tune trial = a driver function that runs one cloce training as a Ray Train
+`TorchTrainer` (Train V2: passing a Trainer straight to a Tuner is deprecated)."""
+from __future__ import annotations
+
+import json
+import re
+import traceback
+from dataclasses import dataclass
+
+from study import tracking
+from study.config import StudyConfig
+from study.worker import read_final, train_loop_per_worker
+
+SEARCHED = ("lr", "cl_lr", "margin")
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial of one (stage, variant, K) cell shares; bound with tune.with_parameters."""
+
+    study: StudyConfig
+    stage: str  # "search" or "final"
+    variant: str
+    k: int
+    storage_path: str  # Ray Train run storage (shared file system or s3:// on a cluster)
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+
+
+def trial_key(stage: str, variant: str, k: int, seed: int, trial_id: str) -> str:
+    """Stable across restores: search trials by Tune trial id, final trials by seed."""
+    label = trial_id if stage == "search" else f"seed{seed}"
+    return f"{stage}/{variant}/K{k}/{label}"
+
+
+def run_trial(config: dict, context: TrialContext) -> None:
+    import ray.train
+    import ray.train.torch
+    import ray.tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    trial_id = ray.tune.get_context().get_trial_id()
+    seed = int(config["seed"])
+    hyper = {name: config[name] for name in SEARCHED if name in config}
+    train_config = context.study.train_config(context.variant, context.k, seed, **hyper)
+    key = trial_key(context.stage, context.variant, context.k, seed, trial_id)
+    resources = context.study.resources
+    run_id = tracking.child_run(
+        context.tracking_uri, context.experiment_id, context.parent_run_id, key,
+        params=train_config.to_dict() | {"stage": context.stage, "workers": resources.workers_per_trial},
+        tags={"variant": context.variant, "k": str(context.k), "seed": str(seed), "stage": context.stage,
+              "trial_id": trial_id},
+    )
+    trainer = ray.train.torch.TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "train": train_config.to_dict(),
+            "data": vars(context.study.data_config()),
+            "tracking_uri": context.tracking_uri,
+            "run_id": run_id,
+        },
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=resources.workers_per_trial,
+            use_gpu=resources.use_gpu,
+            resources_per_worker={"CPU": resources.cpus_per_worker}
+            | ({"GPU": resources.gpus_per_worker} if resources.use_gpu else {}),
+        ),
+        run_config=ray.train.RunConfig(
+            # Deterministic: a restored trial finds its Train run and resumes from its checkpoint.
+            name=re.sub(r"[^A-Za-z0-9_.-]+", "-", key),
+            storage_path=context.storage_path,
+            failure_config=ray.train.FailureConfig(max_failures=resources.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+            callbacks=[TuneReportCallback()],
+        ),
+    )
+    try:
+        result = trainer.fit()
+        final = read_final(result.checkpoint) if result.checkpoint else {}
+        if "final" not in final:
+            raise RuntimeError(f"trial {key} ended without a final report (last metrics: {result.metrics})")
+    except Exception as err:  # record the failure where users look, then let Tune mark the trial
+        tracking.log_text(context.tracking_uri, run_id, "".join(traceback.format_exception(err)), "error.txt")
+        tracking.client(context.tracking_uri).set_tag(run_id, "error", str(err)[:500])
+        tracking.end_run(context.tracking_uri, run_id, "FAILED")
+        raise
+    tracking.end_run(context.tracking_uri, run_id, "FINISHED")
+    history = final.pop("history", [])
+    ray.tune.report(final | {"trial_key": key, "run_id": run_id, "history_json": json.dumps(history)})
+
+
+def trial_record(result_metrics: dict, config: dict, variant: str, k: int, stage: str, error: str | None = None) -> dict:
+    """A finished (or failed) trial as the tables want it."""
+    metrics = result_metrics or {}
+    finished = error is None and "final" in metrics
+    return {
+        "variant": variant,
+        "k": k,
+        "seed": int(config.get("seed", 0)),
+        "stage": stage,
+        "status": "FINISHED" if finished else "FAILED",
+        "error": error,
+        "trial_key": metrics.get("trial_key"),
+        "config": {name: config[name] for name in SEARCHED if name in config},
+        "val_micro_f1": metrics.get("val_micro_f1") if finished else None,
+        "test_micro_f1": metrics.get("test_micro_f1") if finished else None,
+        "test_macro_f1_semeval": metrics.get("test_macro_f1_semeval") if finished else None,
+        "best_epoch": metrics.get("best_epoch") if finished else None,
+        "history": json.loads(metrics.get("history_json", "[]")) if finished else [],
+    }

@@ -1,0 +1,107 @@
+"""The per-worker loop of a trial's Ray Train `TorchTrainer`: cloce's own loop, with Ray
+only at the edges (prepare_model / prepare_data_loader / report with a checkpoint)."""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from cloce.config import DataConfig, TrainConfig
+from cloce.data.dataset import load_dataset
+from cloce.run import run_summary
+from cloce.runtime import Runtime
+from cloce.state import load_train_state, save_train_state
+from study import tracking
+
+FINAL_FILE = "final.json"
+
+
+class RayEpochReporter:
+    """Reports each epoch to Ray Train (with a resumable checkpoint from rank 0) and, on
+    rank 0, logs it to the trial's MLflow run."""
+
+    def __init__(self, rank: int, tracking_uri: str | None, run_id: str | None, best_so_far: float):
+        self.rank = rank
+        self.tracking_uri = tracking_uri
+        self.run_id = run_id
+        self.best = best_so_far
+
+    def on_epoch_end(self, record, pipeline, is_best, snapshot) -> None:
+        import ray.train
+
+        self.best = max(self.best, record.val_micro_f1)
+        metrics = record.metrics() | {"best_val_micro_f1": self.best, "epochs_done": record.epoch}
+        if self.rank != 0:
+            ray.train.report(metrics, checkpoint=None)
+            return
+        if self.run_id:
+            tracking.log_metrics(self.tracking_uri, self.run_id, metrics, step=record.epoch)
+        with tempfile.TemporaryDirectory(prefix="cloce-ckpt-") as directory:
+            save_train_state(snapshot(), directory)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+
+
+def train_loop_per_worker(loop_config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+
+    from cloce.train import train
+
+    context = ray.train.get_context()
+    runtime = Runtime(
+        device=ray.train.torch.get_device(),
+        # CLoCE-S's contrastive pass touches only the embeddings: DDP must allow unused parameters.
+        prepare_model=lambda model: ray.train.torch.prepare_model(
+            model, parallel_strategy_kwargs={"find_unused_parameters": True}
+        ),
+        prepare_loader=ray.train.torch.prepare_data_loader,
+        world_size=context.get_world_size(),
+        rank=context.get_world_rank(),
+    )
+    train_config = TrainConfig.from_dict(loop_config["train"])
+    dataset = load_dataset(**_dataset_args(DataConfig(**loop_config["data"])))
+
+    resume = None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            resume = load_train_state(directory)
+    best_so_far = max((r["val_micro_f1"] for r in resume.history), default=0.0) if resume else 0.0
+    reporter = RayEpochReporter(runtime.rank, loop_config.get("tracking_uri"), loop_config.get("run_id"), best_so_far)
+
+    result = train(train_config, dataset, [reporter], runtime, resume=resume)
+    final = run_summary(result) | {
+        "best_val_micro_f1": result.best_val.micro_f1,
+        "epochs_done": len(result.history),
+        "final": 1,
+        "kshot_size": len(result.sample.ids) if result.sample else 0,
+    }
+    final = {k: v for k, v in final.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if runtime.rank != 0:
+        ray.train.report(final, checkpoint=None)
+        return
+    uri, run_id = loop_config.get("tracking_uri"), loop_config.get("run_id")
+    if run_id:
+        tracking.log_metrics(uri, run_id, final)
+        if result.sample is not None:
+            tracking.log_json(uri, run_id, result.sample.to_json(), "kshot_sample.json")
+        tracking.log_json(uri, run_id, [vars(r) for r in result.history], "history.json")
+        if result.test is not None:
+            tracking.log_json(uri, run_id, result.test.to_dict(), "test_eval.json")
+    # The result the driver reads is the last checkpointed report: carry the summary and
+    # the per-epoch history (the tables' input) in that final checkpoint.
+    with tempfile.TemporaryDirectory(prefix="cloce-final-") as directory:
+        summary = final | {"history": [vars(r) for r in result.history]}
+        (Path(directory) / FINAL_FILE).write_text(json.dumps(summary))
+        ray.train.report(final, checkpoint=ray.train.Checkpoint.from_directory(directory))
+
+
+def read_final(checkpoint) -> dict:
+    """The summary a finished trial left in its last checkpoint (see train_loop_per_worker)."""
+    with checkpoint.as_directory() as directory:
+        path = Path(directory) / FINAL_FILE
+        return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _dataset_args(data: DataConfig) -> dict:
+    return {"data_dir": data.data_dir, "train": data.train, "val": data.val, "test": data.test, "fmt": data.format}
