@@ -49,19 +49,35 @@ def choose_study_dir(study: StudyConfig, requested: str | None, resume: bool) ->
     return base if not base.exists() else Path("runs") / f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+# Measured on a 2-core machine (tiny trials): 36 s -> 21 s of Ray overhead per trial, mostly
+# fewer processes started per trial. They only switch off monitoring a study does not need.
+FAST_TRIAL_ENV = {
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+    "RAY_TRAIN_METRICS_ENABLED": "0",
+    "RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION": "0",
+    "RAY_USAGE_STATS_ENABLED": "0",
+}
+
+
 def start_ray(address: str | None, num_cpus: int | None, offline: bool) -> None:
     import ray
 
     env = {"HF_HUB_OFFLINE": "1"} if offline else {}
-    env |= {"TOKENIZERS_PARALLELISM": "false", "RAY_TRAIN_ENABLE_V2": "1"}
+    env |= {"TOKENIZERS_PARALLELISM": "false"} | FAST_TRIAL_ENV
+    for key, value in env.items():
+        os.environ.setdefault(key, value)  # read by this process's Ray too, not only the workers
     if address:
         ray.init(address=address, runtime_env={"env_vars": env})
         return
+    # Ray starts its workers at niceness 15: next to any other busy process on a laptop they
+    # starve (minutes to start a trial). Trials are the work here; run them at normal priority.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     # A local runtime: the dashboard stays off (and would listen on 127.0.0.1 only).
     ray.init(
         num_cpus=num_cpus or os.cpu_count(),
         include_dashboard=False,
-        resources={"trial_driver": 1},
+        resources={"trial_driver": 1000},  # Tune trial drivers reserve one each (study/stages.py)
         runtime_env={"env_vars": env},
         log_to_driver=False,
         configure_logging=False,

@@ -39,15 +39,22 @@ def search_space(study: StudyConfig, variant: str) -> dict:
     return params
 
 
+def driver_resources() -> dict:
+    """The driver only waits on its TorchTrainer, whose workers hold the CPUs/GPUs. Locally it
+    reserves one unit of the `trial_driver` resource start_ray declares (Tune refuses a
+    request of nothing); on a cluster without it, a hundredth of a CPU."""
+    import ray
+
+    return {"CPU": 0, "trial_driver": 1} if "trial_driver" in ray.cluster_resources() else {"CPU": 0.01}
+
+
 def run_cell(context: TrialContext, tune_dir: str, param_space: dict, tune_config, resume: bool, callbacks):
     """One Tuner for one cell; restored when an earlier run of it was interrupted."""
     from ray import tune
 
     name = cell_name(context.stage, context.variant, context.k)
     path = os.path.join(tune_dir, name)
-    # The driver only waits on its TorchTrainer, whose workers hold the CPUs/GPUs; it
-    # reserves a sliver of a custom resource instead of a CPU (see study/runtime_setup.py).
-    trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), {"CPU": 0, "trial_driver": 0.001})
+    trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), driver_resources())
     if resume and tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=False, restart_errored=False)
     else:
@@ -90,6 +97,7 @@ def run_search(study: StudyConfig, context: TrialContext, tune_dir: str, resume:
         scheduler=scheduler,
         num_samples=study.search.num_samples,
         max_concurrent_trials=study.search.max_concurrent_trials,
+        reuse_actors=True,  # one driver process for the cell's trials, not one per trial
     )
     grid = run_cell(context, tune_dir, search_space(study, context.variant), tune_config, resume, callbacks)
     records = records_of(grid, context.variant, context.k, "search")
@@ -115,7 +123,7 @@ def run_final(study: StudyConfig, context: TrialContext, best: dict, search_reco
     seeds = [s for s in study.seeds if s not in {r["seed"] for r in reused}]
     if not seeds:
         return reused
-    tune_config = tune.TuneConfig(num_samples=1, max_concurrent_trials=study.search.max_concurrent_trials)
+    tune_config = tune.TuneConfig(num_samples=1, max_concurrent_trials=study.search.max_concurrent_trials, reuse_actors=True)
     param_space = dict(best) | {"seed": tune.grid_search(seeds)}
     grid = run_cell(context, tune_dir, param_space, tune_config, resume, callbacks)
     return reused + records_of(grid, context.variant, context.k, "final")

@@ -82,7 +82,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
         return
     uri, run_id = loop_config.get("tracking_uri"), loop_config.get("run_id")
     if run_id:
-        tracking.log_metrics(uri, run_id, final)
+        # Per-epoch val F1 is already logged with step=epoch; the summary keeps its own names.
+        summary_keys = ("best_val_micro_f1", "best_epoch", "epochs_done", "test_micro_f1", "test_macro_f1_semeval")
+        tracking.log_metrics(uri, run_id, {k: final[k] for k in summary_keys if k in final})
         if result.sample is not None:
             tracking.log_json(uri, run_id, result.sample.to_json(), "kshot_sample.json")
         tracking.log_json(uri, run_id, [vars(r) for r in result.history], "history.json")

@@ -71,3 +71,34 @@ def make_instance(id_: str, text: str, head: tuple[int, int], tail: tuple[int, i
 @pytest.fixture
 def semeval_labels() -> LabelMap:
     return LabelMap.from_labels(["Other", "Cause-Effect(e1,e2)", "Cause-Effect(e2,e1)"])
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, bert_path) -> str:
+    """A tiny random BERT masked LM saved like a hub checkpoint (the study loads it by path)."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("tiny_bert")
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=256)
+    BertForMaskedLM(config).save_pretrained(str(directory))
+    AutoTokenizer.from_pretrained(bert_path).save_pretrained(str(directory))
+    return str(directory)
+
+
+@pytest.fixture(scope="session")
+def tiny_semeval_dir(tmp_path_factory):
+    """Every train sentence of SemEval (K-shot samples need them), a slice of val and test."""
+    from cloce.data.dataset import default_data_dir
+
+    source = default_data_dir()
+    if not (source / "train.txt").exists():
+        pytest.skip(f"SemEval not found at {source}")
+    directory = tmp_path_factory.mktemp("semeval_slice")
+    for split, every in (("train", 1), ("val", 40), ("test", 60)):
+        lines = (source / f"{split}.txt").read_text().splitlines()
+        (directory / f"{split}.txt").write_text("\n".join(lines[::every]) + "\n")
+    (directory / "rel2id.json").write_text((source / "rel2id.json").read_text())
+    return directory

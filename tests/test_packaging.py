@@ -1,0 +1,136 @@
+"""The Docker image and pyproject.toml agree: same Ray, the default study as CMD, every
+package the design needs declared. Static checks (no Docker engine needed)."""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DOCKERFILE = REPO / "Dockerfile"
+PYPROJECT = REPO / "pyproject.toml"
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    tomllib = pytest.importorskip("tomli")
+
+from packaging.requirements import Requirement  # noqa: E402  (ray and pip depend on it)
+from packaging.specifiers import SpecifierSet  # noqa: E402
+from packaging.utils import canonicalize_name  # noqa: E402
+
+REQUIRED_PACKAGES = ("ray", "torch", "transformers", "optuna", "mlflow", "polars")
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) in order, comments dropped, continuation lines joined."""
+    logical, current = [], ""
+    for raw in DOCKERFILE.read_text().splitlines():
+        line = raw.strip()
+        if not current and (not line or line.startswith("#")):
+            continue
+        if line.startswith("#"):  # a comment inside a continued instruction
+            continue
+        if line.endswith("\\"):
+            current += line[:-1] + " "
+            continue
+        current += line
+        logical.append(current)
+        current = ""
+    if current:
+        logical.append(current)
+    out = []
+    for text in logical:
+        keyword, _, args = text.partition(" ")
+        out.append((keyword.upper(), args.strip()))
+    return out
+
+
+def build_args() -> dict[str, str]:
+    """Defaults of the ARGs (the global ones before FROM included)."""
+    args = {}
+    for keyword, text in dockerfile_instructions():
+        if keyword == "ARG" and "=" in text:
+            name, _, value = text.partition("=")
+            args[name.strip()] = value.strip().strip('"').strip("'")
+    return args
+
+
+def resolved_from_image() -> str:
+    froms = [text for keyword, text in dockerfile_instructions() if keyword == "FROM"]
+    assert len(froms) == 1, f"expected one FROM, found {froms}"
+    image = froms[0].split()[0]
+    defaults = build_args()
+    return re.sub(r"\$\{?(\w+)\}?", lambda m: defaults.get(m.group(1), m.group(0)), image)
+
+
+def project() -> dict:
+    return tomllib.loads(PYPROJECT.read_text())["project"]
+
+
+def requirements() -> dict[str, Requirement]:
+    return {canonicalize_name(req.name): req for req in map(Requirement, project()["dependencies"])}
+
+
+def test_from_is_the_official_ray_image_on_the_pinned_ray_version():
+    image = resolved_from_image()
+    match = re.fullmatch(r"rayproject/ray:(\d+\.\d+\.\d+)-py(\d)(\d+)-(cpu|gpu|cu\d+)", image)
+    assert match, f"FROM resolves to {image!r}, expected rayproject/ray:<X.Y.Z>-pyXY-cpu"
+    assert match.group(4) == "cpu", "the default build is the CPU image (GPU via --build-arg)"
+
+    ray = requirements()["ray"]
+    pins = [spec.version for spec in ray.specifier if spec.operator == "=="]
+    assert len(pins) == 1, f"pyproject.toml must pin ray exactly (ray[...]==X), has {ray}"
+    assert match.group(1) == pins[0], (
+        f"Dockerfile FROM uses Ray {match.group(1)}, pyproject.toml pins ray=={pins[0]}"
+    )
+    assert {"tune", "train"} <= set(ray.extras), f"the study needs ray[tune,train], pyproject has {ray}"
+
+    image_python = f"{match.group(2)}.{match.group(3)}"
+    assert SpecifierSet(project()["requires-python"]).contains(image_python), (
+        f"the image's Python {image_python} is outside requires-python {project()['requires-python']}"
+    )
+
+
+def test_default_cmd_runs_the_default_study():
+    cmds = [text for keyword, text in dockerfile_instructions() if keyword == "CMD"]
+    assert cmds, "the Dockerfile has no CMD"
+    cmd = json.loads(cmds[-1])  # exec form: no shell in between
+    assert cmd[0] in ("python", "python3"), cmd
+    assert cmd[1] == "study/run_fewshot_grid.py", cmd
+    assert (REPO / cmd[1]).is_file()
+    assert not [text for keyword, text in dockerfile_instructions() if keyword == "ENTRYPOINT"], (
+        "an ENTRYPOINT would change what the CMD runs"
+    )
+    workdirs = [text for keyword, text in dockerfile_instructions() if keyword == "WORKDIR"]
+    copies = [text for keyword, text in dockerfile_instructions() if keyword == "COPY"]
+    assert workdirs and any(text.split()[-2:] == [".", "."] for text in copies), (
+        "the repository must be copied into WORKDIR, where the CMD's relative path points"
+    )
+
+
+def test_image_installs_torch_then_the_project():
+    runs = [text for keyword, text in dockerfile_instructions() if keyword == "RUN"]
+    torch_at = next((i for i, text in enumerate(runs) if "pip install" in text and "torch" in text), None)
+    project_at = next((i for i, text in enumerate(runs) if re.search(r"pip install[^&]* \.(\s|$)", text)), None)
+    assert torch_at is not None, "torch is installed explicitly (CPU wheel index by default)"
+    assert project_at is not None, "the project is installed with `pip install .`"
+    assert torch_at < project_at, "torch first, else pip resolves torch from PyPI (the CUDA build)"
+    assert "download.pytorch.org/whl/cpu" in build_args().get("TORCH_INDEX_URL", ""), build_args()
+
+
+def test_every_package_the_design_needs_is_a_dependency():
+    declared = requirements()
+    missing = [name for name in REQUIRED_PACKAGES if name not in declared]
+    assert not missing, f"missing from [project].dependencies: {missing}"
+
+
+def test_dockerignore_keeps_local_results_out_of_the_build_context():
+    patterns = {line.strip().rstrip("/") for line in (REPO / ".dockerignore").read_text().splitlines()
+                if line.strip() and not line.startswith("#")}
+    for needed in ("runs", "mlflow.db", "outputs", ".git", "**/__pycache__"):
+        assert needed in patterns, f".dockerignore lacks {needed!r}"
+    assert "experiments" not in patterns, "the study configs (experiments/) belong in the image"

@@ -1,0 +1,265 @@
+"""The study's entry point runs under `ray job submit --working-dir <repo>`, the way a
+cluster runs it (docs/cluster.md): a private one-node head is started for the test and
+stopped again, then two tiny jobs are submitted through the dashboard's job API.
+
+Only this test's own Ray processes are stopped (never `ray stop`, which kills every Ray
+process on the machine): the head runs in its own session (process group) with its own
+--temp-dir, and teardown signals exactly the processes of that group plus any process
+whose command line or working directory lies under that temp dir (the job driver runs in
+a new session of its own, with its working directory under the temp dir).
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Bulky or local-only paths never travel with the job (Ray also honours .gitignore).
+UPLOAD_EXCLUDES = [
+    ".git", "runs/", "outputs/", "mlruns/", "mlflow.db", "ray_results/", "shared/",
+    "**/__pycache__", "*.egg-info", ".pytest_cache/", ".benchmarks/",
+]
+MAX_UPLOAD_MIB = 20.0
+
+
+def ray_cli() -> list[str] | None:
+    """The `ray` CLI of this interpreter (the console script is ray.scripts.scripts:main):
+    head, submitter and job all use the same Python, whatever `ray` is first on PATH."""
+    if importlib.util.find_spec("ray") is None:
+        return None
+    return [sys.executable, "-m", "ray.scripts.scripts"]
+
+
+def missing_job_server() -> str | None:
+    """Why this Ray cannot serve `ray job submit` (the job API lives in the dashboard)."""
+    try:
+        importlib.import_module("ray.dashboard.optional_deps")
+    except ImportError as err:
+        return (f"Ray's job server (the dashboard) needs ray[default], not installed here ({err}); "
+                "pip install 'ray[default]' at the pinned version")
+    return None
+
+
+def has_ray_client() -> bool:
+    """With ray[client] (grpc), `ray start` also opens the Ray Client server (port 10001)."""
+    return importlib.util.find_spec("grpc") is not None
+
+
+pytestmark = [
+    pytest.mark.skipif(ray_cli() is None, reason="the `ray` CLI is not installed (pip install 'ray[default]')"),
+    pytest.mark.skipif(not Path("/proc/self/stat").exists(),
+                       reason="needs /proc (Linux) to find and stop only this test's Ray processes"),
+    pytest.mark.skipif(ray_cli() is not None and missing_job_server() is not None,
+                       reason=str(missing_job_server() if ray_cli() is not None else "")),
+]
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def ray_env() -> dict[str, str]:
+    """Same environment for head and submitter: no token auth, no cluster from outside."""
+    env = dict(os.environ)
+    for name in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        env.pop(name, None)
+    # Ray 2.60 turns token auth on by default when ~/.ray/auth_token exists; a private
+    # loopback-only head needs none, and head and submitter must agree on the mode.
+    env["RAY_AUTH_MODE"] = "disabled"
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    env["PYTHONUNBUFFERED"] = "1"
+    # The job's `python` is this interpreter (the one with ray and the project installed).
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+def _proc_stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, ppid, pgid) of a live process, from /proc (no psutil needed)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2:].split()
+    return fields[0], int(fields[1]), int(fields[2])
+
+
+def own_processes(pgid: int, temp_dir: str) -> list[int]:
+    """Live processes of our head's group, or running from / under our temp dir, and their
+    descendants; zombies count as gone."""
+    stats, mine = {}, set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        stat = _proc_stat(pid)
+        if stat is None or stat[0] in ("Z", "X"):
+            continue
+        stats[pid] = stat
+        if stat[2] == pgid:
+            mine.add(pid)
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue
+        if temp_dir in cmdline or cwd == temp_dir or cwd.startswith(temp_dir + "/"):
+            mine.add(pid)
+    grew = True
+    while grew:  # descendants (e.g. workers that left the group)
+        extra = {pid for pid, stat in stats.items() if stat[1] in mine} - mine
+        mine |= extra
+        grew = bool(extra)
+    mine.discard(os.getpid())
+    return sorted(mine)
+
+
+def stop_own_head(pgid: int, temp_dir: str) -> None:
+    """SIGTERM our head's processes, SIGKILL what is left after a grace period."""
+    for sig, grace in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 10.0)):
+        for pid in own_processes(pgid, temp_dir):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace
+        while own_processes(pgid, temp_dir) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        if not own_processes(pgid, temp_dir):
+            return
+
+
+def wait_for_job_api(url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/api/version", timeout=5) as response:
+                if response.status == 200:
+                    json.loads(response.read())
+                    return
+        except Exception as err:  # not up yet
+            last = err
+        time.sleep(1)
+    raise TimeoutError(f"the dashboard at {url} did not answer in {timeout:.0f} s: {last}")
+
+
+class Head:
+    def __init__(self, address: str, temp_dir: str, env: dict[str, str]):
+        self.address, self.temp_dir, self.env = address, temp_dir, env
+
+    def submit(self, *entrypoint: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        command = [
+            *ray_cli(), "job", "submit", "--address", self.address, "--log-style", "record",
+            "--working-dir", str(REPO),
+            "--runtime-env-json", json.dumps({"excludes": UPLOAD_EXCLUDES}),
+            "--", *entrypoint,
+        ]
+        started = time.perf_counter()
+        result = subprocess.run(command, env=self.env, cwd=str(REPO), capture_output=True, text=True,
+                                timeout=timeout)
+        result.seconds = time.perf_counter() - started
+        print(f"$ ray job submit ... -- {' '.join(entrypoint)}   ({result.seconds:.1f} s, rc {result.returncode})")
+        print(result.stdout[-6000:])
+        print(result.stderr[-3000:], file=sys.stderr)
+        return result
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    # A short temp dir: Ray's unix sockets live under it (path length limit ~107 bytes).
+    temp_dir = tempfile.mkdtemp(prefix="rjs_", dir="/tmp")
+    # Every port Ray would otherwise take at a fixed default (6379, 8265, 10001, 52365, ...)
+    # is a free one: other Ray runtimes on this machine keep theirs.
+    (gcs_port, dashboard_port, client_port, agent_http, agent_grpc, env_agent, metrics,
+     node_manager, object_manager) = free_ports(9)
+    env = ray_env()
+    command = [
+        *ray_cli(), "start", "--head", "--node-ip-address=127.0.0.1",
+        f"--port={gcs_port}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dashboard_port}",
+        *([f"--ray-client-server-port={client_port}"] if has_ray_client() else []),
+        f"--dashboard-agent-listen-port={agent_http}", f"--dashboard-agent-grpc-port={agent_grpc}",
+        f"--runtime-env-agent-port={env_agent}", f"--metrics-export-port={metrics}",
+        f"--node-manager-port={node_manager}", f"--object-manager-port={object_manager}",
+        "--num-cpus=1", f"--temp-dir={temp_dir}", "--disable-usage-stats", "--log-style=record",
+    ]
+    started = time.perf_counter()
+    # Its own session: every daemon it forks shares this process group, ours to signal.
+    starter = subprocess.Popen(command, env=env, cwd=temp_dir, start_new_session=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    pgid = starter.pid
+    try:
+        try:
+            output, _ = starter.communicate(timeout=240)
+        except subprocess.TimeoutExpired:
+            starter.kill()
+            output, _ = starter.communicate()
+            pytest.fail(f"`ray start --head` did not return in 240 s:\n{output[-4000:]}")
+        if starter.returncode != 0:
+            pytest.fail(f"`ray start --head` failed (rc {starter.returncode}):\n{output[-4000:]}")
+        address = f"http://127.0.0.1:{dashboard_port}"
+        wait_for_job_api(address, timeout=120)
+        print(f"head up in {time.perf_counter() - started:.1f} s at {address} (temp dir {temp_dir})")
+        yield Head(address, temp_dir, env)
+    finally:
+        stop_own_head(pgid, temp_dir)
+        leftover = own_processes(pgid, temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        assert not leftover, f"Ray processes of this test survived teardown: {leftover}"
+
+
+def test_entry_point_runs_as_a_ray_job(ray_head):
+    result = ray_head.submit("python", "study/run_fewshot_grid.py", "--help")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert "usage: run_fewshot_grid.py" in output
+    for flag in ("--experiment", "--address", "--tracking-uri", "--storage-path", "--resume"):
+        assert flag in output, f"{flag} missing from the job's --help output"
+    assert re.search(r"Job '[^']+' succeeded", output), output[-2000:]
+
+
+def test_project_imports_from_the_uploaded_working_dir(ray_head):
+    code = "import cloce, study.driver; print('imports ok'); print('cloce from', cloce.__file__)"
+    result = ray_head.submit("python", "-c", code)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert "imports ok" in output
+    match = re.search(r"cloce from (\S+)", output)
+    assert match, output[-2000:]
+    # The job imports the copy Ray unpacked on the node, not this checkout or site-packages.
+    assert match.group(1).startswith(ray_head.temp_dir), match.group(1)
+    # ... and that copy is the code alone: the excludes kept local results and .git at home.
+    package = Path(match.group(1)).parents[1]
+    assert (package / "study" / "run_fewshot_grid.py").is_file()
+    assert (package / "experiments").is_dir()
+    for left_out in (".git", "runs", "mlflow.db", "outputs"):
+        assert not (package / left_out).exists(), f"{left_out} was uploaded with the working dir"
+    size_mib = sum(f.stat().st_size for f in package.rglob("*") if f.is_file()) / 2**20
+    print(f"uploaded working dir: {size_mib:.2f} MiB")
+    assert size_mib < MAX_UPLOAD_MIB, f"the working dir upload is {size_mib:.1f} MiB"
+    assert re.search(r"Job '[^']+' succeeded", output), output[-2000:]
