@@ -88,6 +88,7 @@ def test_from_is_the_official_ray_image_on_the_pinned_ray_version():
         f"Dockerfile FROM uses Ray {match.group(1)}, pyproject.toml pins ray=={pins[0]}"
     )
     assert {"tune", "train"} <= set(ray.extras), f"the study needs ray[tune,train], pyproject has {ray}"
+    assert "default" in ray.extras, f"`ray job submit` needs the job server of ray[default], pyproject has {ray}"
 
     image_python = f"{match.group(2)}.{match.group(3)}"
     assert SpecifierSet(project()["requires-python"]).contains(image_python), (

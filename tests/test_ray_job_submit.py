@@ -139,8 +139,9 @@ def own_processes(pgid: int, temp_dir: str) -> list[int]:
 
 
 def stop_own_head(pgid: int, temp_dir: str) -> None:
-    """SIGTERM our head's processes, SIGKILL what is left after a grace period."""
-    for sig, grace in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 10.0)):
+    """SIGTERM our head's processes, SIGKILL what is left after a short grace period (the
+    GCS server and the autoscaler monitor can take 10 s+ to exit on SIGTERM alone)."""
+    for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 10.0)):
         for pid in own_processes(pgid, temp_dir):
             try:
                 os.kill(pid, sig)
@@ -169,8 +170,8 @@ def wait_for_job_api(url: str, timeout: float) -> None:
 
 
 class Head:
-    def __init__(self, address: str, temp_dir: str, env: dict[str, str]):
-        self.address, self.temp_dir, self.env = address, temp_dir, env
+    def __init__(self, address: str, gcs_port: int, temp_dir: str, env: dict[str, str]):
+        self.address, self.gcs_port, self.temp_dir, self.env = address, gcs_port, temp_dir, env
 
     def submit(self, *entrypoint: str, timeout: float = 300) -> subprocess.CompletedProcess:
         command = [
@@ -225,7 +226,7 @@ def ray_head():
         address = f"http://127.0.0.1:{dashboard_port}"
         wait_for_job_api(address, timeout=120)
         print(f"head up in {time.perf_counter() - started:.1f} s at {address} (temp dir {temp_dir})")
-        yield Head(address, temp_dir, env)
+        yield Head(address, gcs_port, temp_dir, env)
     finally:
         stop_own_head(pgid, temp_dir)
         leftover = own_processes(pgid, temp_dir)
@@ -237,22 +238,27 @@ def test_entry_point_runs_as_a_ray_job(ray_head):
     result = ray_head.submit("python", "study/run_fewshot_grid.py", "--help")
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
-    assert "usage: run_fewshot_grid.py" in output
+    assert re.search(r"^usage: run_fewshot_grid.py", output, re.MULTILINE), output[-2000:]
     for flag in ("--experiment", "--address", "--tracking-uri", "--storage-path", "--resume"):
         assert flag in output, f"{flag} missing from the job's --help output"
     assert re.search(r"Job '[^']+' succeeded", output), output[-2000:]
 
 
 def test_project_imports_from_the_uploaded_working_dir(ray_head):
-    code = "import cloce, study.driver; print('imports ok'); print('cloce from', cloce.__file__)"
+    code = ("import cloce, study.driver; print('imports ok'); print('cloce from', cloce.__file__); "
+            "from study.run_fewshot_grid import build_parser; "
+            "print('study address', build_parser().parse_args([]).address)")
     result = ray_head.submit("python", "-c", code)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
-    assert "imports ok" in output
+    assert re.search(r"^imports ok$", output, re.MULTILINE), output[-2000:]  # not the echoed command
     match = re.search(r"cloce from (\S+)", output)
     assert match, output[-2000:]
     # The job imports the copy Ray unpacked on the node, not this checkout or site-packages.
     assert match.group(1).startswith(ray_head.temp_dir), match.group(1)
+    # Inside a job Ray sets RAY_ADDRESS to the cluster: the study joins it (no private runtime).
+    address = re.search(r"study address (\S+)", output)
+    assert address and address.group(1).endswith(f":{ray_head.gcs_port}"), output[-2000:]
     # ... and that copy is the code alone: the excludes kept local results and .git at home.
     package = Path(match.group(1)).parents[1]
     assert (package / "study" / "run_fewshot_grid.py").is_file()
