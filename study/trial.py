@@ -78,6 +78,8 @@ def run_trial(config: dict, context: TrialContext) -> None:
     try:
         result = trainer.fit()
         final = read_final(result.checkpoint) if result.checkpoint else {}
+        if "error" in final:
+            raise RuntimeError(f"trial {key} failed: {final['error']}")
         if "final" not in final:
             raise RuntimeError(f"trial {key} ended without a final report (last metrics: {result.metrics})")
     except Exception as err:  # record the failure where users look, then let Tune mark the trial

@@ -45,7 +45,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     import ray.train
     import ray.train.torch
 
-    from cloce.train import train
+    from cloce.train import NonFiniteLossError, train
 
     context = ray.train.get_context()
     runtime = Runtime(
@@ -69,7 +69,12 @@ def train_loop_per_worker(loop_config: dict) -> None:
     best_so_far = max((r["val_micro_f1"] for r in resume.history), default=0.0) if resume else 0.0
     reporter = RayEpochReporter(runtime.rank, loop_config.get("tracking_uri"), loop_config.get("run_id"), best_so_far)
 
-    result = train(train_config, dataset, [reporter], runtime, resume=resume)
+    try:
+        result = train(train_config, dataset, [reporter], runtime, resume=resume)
+    except NonFiniteLossError as err:
+        # Deterministic: a retry from the last checkpoint would only diverge again.
+        report_failure(runtime.rank, f"non-finite loss: {err}")
+        return
     final = run_summary(result) | {
         "best_val_micro_f1": result.best_val.micro_f1,
         "epochs_done": len(result.history),
@@ -96,6 +101,18 @@ def train_loop_per_worker(loop_config: dict) -> None:
         summary = final | {"history": [vars(r) for r in result.history]}
         (Path(directory) / FINAL_FILE).write_text(json.dumps(summary))
         ray.train.report(final, checkpoint=ray.train.Checkpoint.from_directory(directory))
+
+
+def report_failure(rank: int, reason: str) -> None:
+    """End the trial without a retry; the driver marks it failed with this reason."""
+    import ray.train
+
+    if rank != 0:
+        ray.train.report({"failed": 1}, checkpoint=None)
+        return
+    with tempfile.TemporaryDirectory(prefix="cloce-failed-") as directory:
+        (Path(directory) / FINAL_FILE).write_text(json.dumps({"error": reason}))
+        ray.train.report({"failed": 1}, checkpoint=ray.train.Checkpoint.from_directory(directory))
 
 
 def read_final(checkpoint) -> dict:
