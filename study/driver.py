@@ -90,6 +90,10 @@ def run_study(study: StudyConfig, args) -> str:
     from study.tables import fewshot_table, to_markdown
 
     study_dir = choose_study_dir(study, args.study_dir, args.resume)
+    if args.address and not (args.study_dir and args.tracking_uri and args.storage_path):
+        # Under `ray job submit` the working directory is a temporary copy on the head node.
+        print("warning: on a cluster pass --study-dir, --tracking-uri and --storage-path on shared storage; "
+              "the defaults live in the job's temporary working directory and are lost with it", flush=True)
     preflight(study, study_dir)
     uri = tracking.resolve_tracking_uri(args.tracking_uri)
     try:
