@@ -99,7 +99,7 @@ def run_study(study: StudyConfig, args) -> str:
     try:
         experiment_id, parent_id = tracking.start_parent_run(
             uri, f"cloce-{study.name}", str(study_dir.resolve()), params=study.to_dict(),
-            tags={"study": study.name, "study_dir": str(study_dir)},
+            tags={"study": study.name, "study_dir": str(study_dir)}, run_name=f"study {study_dir.name}",
         )
     except Exception as err:
         raise StudyError(f"cannot use the MLflow store {uri!r}: {err}") from None

@@ -69,13 +69,14 @@ def find_run(mlflow_client, experiment_id: str, tag: str, value: str, parent_id:
     return runs[0] if runs else None
 
 
-def start_parent_run(uri: str, experiment: str, study_key: str, params: dict, tags: dict) -> tuple[str, str]:
+def start_parent_run(uri: str, experiment: str, study_key: str, params: dict, tags: dict,
+                     run_name: str | None = None) -> tuple[str, str]:
     """The study's parent run (reused when resuming): (experiment_id, run_id)."""
     mlflow_client = client(uri)
     experiment_id = ensure_experiment(mlflow_client, experiment)
     run = find_run(mlflow_client, experiment_id, STUDY_TAG, study_key)
     if run is None:
-        run = mlflow_client.create_run(experiment_id, run_name=study_key, tags={STUDY_TAG: study_key, **tags})
+        run = mlflow_client.create_run(experiment_id, run_name=run_name or study_key, tags={STUDY_TAG: study_key, **tags})
         for key, value in safe_params(params).items():
             mlflow_client.log_param(run.info.run_id, key, value)
     else:
