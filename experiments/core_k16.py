@@ -78,17 +78,18 @@ def run_one(dataset, variant: str, lr: float, seed: int) -> None:
     print(json.dumps({k: row[k] for k in keys}), flush=True)
 
 
-def run_missing() -> None:
+def run_missing(reverse: bool = False) -> None:
+    """`reverse` walks stage 2 from its end: a second process on the other core shares the work."""
     dataset = load_dataset()
     for variant in SEARCHED:  # stage 1: the learning rate on seed 1
         for lr in LEARNING_RATES:
             if (variant, lr, 1) not in finished():
                 run_one(dataset, variant, lr, 1)
-    for variant in VARIANTS:  # stage 2: seeds 2 and 3 at the chosen rate
+    plan = [(variant, seed) for variant in VARIANTS for seed in SEEDS]  # stage 2 at the chosen rate
+    for variant, seed in reversed(plan) if reverse else plan:
         lr = chosen_lr(variant, finished())
-        for seed in SEEDS:
-            if (variant, lr, seed) not in finished():
-                run_one(dataset, variant, lr, seed)
+        if (variant, lr, seed) not in finished():
+            run_one(dataset, variant, lr, seed)
 
 
 def table() -> str:
@@ -122,9 +123,10 @@ def table() -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--table", action="store_true", help="only print the table of finished runs")
+    parser.add_argument("--reverse", action="store_true", help="take the missing runs from the end (a 2nd process)")
     args = parser.parse_args()
     if not args.table:
-        run_missing()
+        run_missing(args.reverse)
     text = table()
     TABLE.write_text(text + "\n")
     print(text)
