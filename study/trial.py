@@ -2,6 +2,7 @@
 `TorchTrainer` (Train V2: passing a Trainer straight to a Tuner is deprecated)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import traceback
@@ -44,8 +45,11 @@ def run_trial(config: dict, context: TrialContext) -> None:
     seed = int(config["seed"])
     hyper = {name: config[name] for name in SEARCHED if name in config}
     train_config = context.study.train_config(context.variant, context.k, seed, **hyper)
-    key = trial_key(context.stage, context.variant, context.k, seed, trial_id)
     resources = context.study.resources
+    if train_config.num_threads is None:
+        # Each worker owns cpus_per_worker cores; more torch threads would fight other trials.
+        train_config = dataclasses.replace(train_config, num_threads=resources.cpus_per_worker)
+    key = trial_key(context.stage, context.variant, context.k, seed, trial_id)
     run_id = tracking.child_run(
         context.tracking_uri, context.experiment_id, context.parent_run_id, key,
         params=train_config.to_dict() | {"stage": context.stage, "workers": resources.workers_per_trial},
