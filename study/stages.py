@@ -67,7 +67,10 @@ def run_cell(context: TrialContext, tune_dir: str, param_space: dict, tune_confi
                 failure_config=tune.FailureConfig(max_failures=0),  # worker failures are retried by Ray Train
             ),
         )
-    return tuner.fit()
+    grid = tuner.fit()
+    tracking.close_stopped_runs(context.tracking_uri, context.experiment_id, context.parent_run_id,
+                                context.variant, context.k, context.stage)
+    return grid
 
 
 def records_of(grid, variant: str, k: int, stage: str) -> list[dict]:
