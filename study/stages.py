@@ -55,9 +55,13 @@ def run_cell(context: TrialContext, tune_dir: str, param_space: dict, tune_confi
     name = cell_name(context.stage, context.variant, context.k)
     path = os.path.join(tune_dir, name)
     trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), driver_resources())
+    tuner = None
     if resume and tune.Tuner.can_restore(path):
-        tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=False, restart_errored=False)
-    else:
+        try:
+            tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=False, restart_errored=False)
+        except Exception as err:  # killed before its first trial was saved: start the cell afresh
+            print(f"[resume] {name}: cannot restore ({err}); starting this cell again", flush=True)
+    if tuner is None:
         tuner = tune.Tuner(
             trainable,
             param_space=param_space,

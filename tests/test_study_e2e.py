@@ -73,7 +73,7 @@ def test_tiny_two_stage_study_killed_then_resumed(tiny_semeval_dir, tiny_model_d
     assert len(parents) == 1
     # Per cell: 2 search trials + 1 final trial (seed 2; seed 1 is the best search run, reused).
     keys = sorted(r.data.tags["cloce.trial_key"] for r in children)
-    assert len(keys) == 6 and len(set(keys)) == 6, keys
+    assert len(keys) == 6 and len(set(keys)) == 6, (keys, done.stdout[-4000:])
     assert sum(k.startswith("final/") for k in keys) == 2
     assert {k: v for k, v in first_cell.items()} == {
         r.data.tags["cloce.trial_key"]: r.info.run_id for r in children if "/prompt_ki/" in r.data.tags["cloce.trial_key"]}
