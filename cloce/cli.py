@@ -18,6 +18,8 @@ TRAIN_HELP = {
     "k": "K-shot: instances per relation sampled from train (0 = the full training set)",
     "seed": "seed of the K-shot sample and of training (the paper uses 1..5)",
     "kshot_val": "validate on a K-shot sample of val (same K and seed) instead of all of val",
+    "test_sample": "test on a fixed random subset of this many test sentences, the same for every run "
+                   "(default: the whole test set)",
     "epochs": "training epochs (each: cross-entropy pass, contrastive step for cloce_*, validation)",
     "batch_size": "training batch size",
     "eval_batch_size": "batch size for validation, test and prediction",

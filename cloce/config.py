@@ -27,6 +27,7 @@ class TrainConfig:
     k: int | None = 16  # instances per relation; None trains on the full training set
     seed: int = 1  # picks the K-shot sample and seeds training
     kshot_val: bool = False  # validate on a K-shot sample of val instead of all of it
+    test_sample: int | None = None  # test on a fixed random subset of this size (same for every run); None: all
     epochs: int = 20
     batch_size: int = 16
     eval_batch_size: int = 64
@@ -72,6 +73,8 @@ class TrainConfig:
             yield f"warmup_ratio: must be in [0, 1), got {self.warmup_ratio}"
         if self.cl_vector not in ("mask", "mean"):
             yield f"cl_vector: must be 'mask' or 'mean', got {self.cl_vector!r}"
+        if self.test_sample is not None and self.test_sample < 1:
+            yield f"test_sample: must be >= 1 (or None for the whole test set), got {self.test_sample}"
         if self.num_threads is not None and self.num_threads < 1:
             yield f"num_threads: must be >= 1, got {self.num_threads}"
 

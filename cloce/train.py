@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from cloce.config import TrainConfig
 from cloce.contrastive import PairSet, build_contrastive_pairs
 from cloce.data.dataset import Dataset
-from cloce.data.sampling import KShotSample, sample_k_shot
+from cloce.data.sampling import KShotSample, fixed_subset, sample_k_shot
 from cloce.encoding import Collator, EncodedSplit, TokenizedInstance
 from cloce.losses import BoundedMargin, contrastive_margin_loss
 from cloce.metrics import Evaluation, evaluate
@@ -114,7 +114,8 @@ def train(
         )
     )
     val_split = EncodedSplit(pipeline.encode(pipeline.tokenize(val_instances)))
-    test_split = EncodedSplit(pipeline.encode(pipeline.tokenize(dataset.test))) if dataset.test else None
+    test_instances = fixed_subset(dataset.test, config.test_sample)
+    test_split = EncodedSplit(pipeline.encode(pipeline.tokenize(test_instances))) if test_instances else None
 
     # Model and optimisers: one for cross-entropy, one of its own for the contrastive step.
     model = runtime.model_to_device(pipeline.model)

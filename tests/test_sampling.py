@@ -116,3 +116,14 @@ def test_semeval_different_seeds_draw_different_samples(semeval):
 def test_semeval_k_above_the_smallest_class_names_it(semeval):
     with pytest.raises(KShotError, match=r"'Member-Collection\(e1,e2\)' has 64"):
         sample_k_shot(semeval.train, semeval.label_map, k=65, seed=1)
+
+
+def test_fixed_test_subset_is_the_same_for_every_call_and_keeps_file_order():
+    from cloce.data.sampling import fixed_subset
+
+    first = fixed_subset(POOL, 7)
+    assert [i.id for i in first] == [i.id for i in fixed_subset(POOL, 7)]
+    assert len(first) == 7 and len({i.id for i in first}) == 7
+    positions = [POOL.index(i) for i in first]
+    assert positions == sorted(positions)
+    assert fixed_subset(POOL, None) == POOL and fixed_subset(POOL, 100) == POOL

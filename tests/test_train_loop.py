@@ -117,3 +117,9 @@ def test_resuming_from_a_saved_state_continues_exactly(tiny_bert_config, tmp_pat
         expected.train_loss, expected.cl_loss, expected.pairs, expected.val_micro_f1)
     assert resumed.best_epoch == straight.best_epoch
     assert resumed.test_predictions == straight.test_predictions
+
+
+def test_test_sample_tests_a_fixed_subset(tiny_bert_config):
+    result = train(tiny_config(variant="prompt", epochs=1, test_sample=3), tiny_dataset(), backbone_config=tiny_bert_config)
+    assert len(result.test_predictions) == 3
+    assert result.test.n == 3

@@ -81,3 +81,12 @@ def sample_k_shot(
         ids=tuple(i.id for i in sample),
         empty_labels=tuple(label for label, ps in positions_by_label.items() if not ps),
     )
+
+
+def fixed_subset(instances: Sequence[RelationInstance], size: int | None) -> list[RelationInstance]:
+    """`size` instances drawn once for all runs (no run seed): every variant, K and seed of a
+    study is tested on the same sentences. None, or a size >= the pool, keeps all of them."""
+    if size is None or size >= len(instances):
+        return list(instances)
+    chosen = sorted(random.Random("cloce-test-subset").sample(range(len(instances)), size))
+    return [instances[i] for i in chosen]
