@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
 import time
 from pathlib import Path
 from typing import Sequence
@@ -15,7 +16,7 @@ from cloce.runtime import Runtime
 from cloce.train import EpochCallback, TrainResult, train
 
 
-def check_writable(directory: str | Path) -> Path:
+def check_writable(directory: str | Path, min_free_bytes: int = 0) -> Path:
     """Fail before training, not after hours of it, when results cannot be written."""
     directory = Path(directory)
     try:
@@ -25,6 +26,10 @@ def check_writable(directory: str | Path) -> Path:
         probe.unlink()
     except OSError as err:
         raise OSError(f"output directory {directory} is not writable: {err.strerror or err}") from None
+    free = shutil.disk_usage(directory).free
+    if free < min_free_bytes:
+        raise OSError(f"output directory {directory}: only {free / 2**20:.0f} MiB free on its disk, "
+                      f"at least {min_free_bytes / 2**20:.0f} MiB needed for checkpoints and results")
     return directory
 
 
@@ -36,7 +41,7 @@ def run_training(
     runtime: Runtime | None = None,
     backbone_config=None,
 ) -> TrainResult:
-    out = check_writable(output_dir) if output_dir is not None else None
+    out = check_writable(output_dir, min_free_bytes=256 << 20) if output_dir is not None else None
     dataset = load_dataset(
         data_config.data_dir, train=data_config.train, val=data_config.val, test=data_config.test, fmt=data_config.format
     )

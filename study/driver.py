@@ -12,6 +12,11 @@ from study.config import StudyConfig
 from study.trial import TrialContext
 
 
+# Every trial keeps its last epoch's checkpoint (weights + optimiser state, ~0.3 GB for MiniLM):
+# a disk that cannot hold a few of them fails now, not at the first checkpoint hours in.
+MIN_FREE_BYTES = 1 << 30
+
+
 class StudyError(RuntimeError):
     """Something to fix before the study can run (data, paths, tracking store)."""
 
@@ -19,6 +24,7 @@ class StudyError(RuntimeError):
 def preflight(study: StudyConfig, study_dir: Path) -> None:
     """Bad data or an unwritable path stops the study before Ray starts, not hours into it."""
     from cloce.data.dataset import load_dataset
+    from cloce.data.sampling import KShotError, sample_k_shot
     from cloce.data.types import DataError
     from cloce.run import check_writable
 
@@ -27,11 +33,13 @@ def preflight(study: StudyConfig, study_dir: Path) -> None:
                          "(TACRED-style train.json/dev.json/test.json)")
     data = study.data_config()
     try:
-        load_dataset(data.data_dir, train=data.train, val=data.val, test=data.test, fmt=data.format)
-    except DataError as err:
+        dataset = load_dataset(data.data_dir, train=data.train, val=data.val, test=data.test, fmt=data.format)
+        for k in (k for k in study.ks if k):  # a class smaller than K fails for every seed alike
+            sample_k_shot(dataset.train, dataset.label_map, k, study.search.search_seed)
+    except (DataError, KShotError) as err:
         raise StudyError(str(err)) from None
     try:
-        check_writable(study_dir)
+        check_writable(study_dir, min_free_bytes=MIN_FREE_BYTES)
     except OSError as err:
         raise StudyError(str(err)) from None
 
@@ -77,6 +85,7 @@ def start_ray(address: str | None, num_cpus: int | None, offline: bool) -> None:
     ray.init(
         num_cpus=num_cpus or os.cpu_count(),
         include_dashboard=False,
+        dashboard_host="127.0.0.1",  # should a user turn the dashboard on: this machine only
         resources={"trial_driver": 1000},  # Tune trial drivers reserve one each (study/stages.py)
         runtime_env={"env_vars": env},
         log_to_driver=False,

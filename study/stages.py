@@ -97,8 +97,10 @@ def run_search(study: StudyConfig, context: TrialContext, tune_dir: str, resume:
     scheduler = None
     if study.search.asha:
         # epochs_done, not training_iteration: the latter restarts at 1 after a restore.
+        # max_t is one past the last epoch: ASHA stops every trial that reaches max_t, and the
+        # trial's summary (test F1, final flag) is reported just after its last epoch.
         scheduler = ASHAScheduler(metric=OBJECTIVE, mode=MODE, time_attr="epochs_done",
-                                  max_t=epochs, grace_period=study.search.grace_period)
+                                  max_t=epochs + 1, grace_period=study.search.grace_period)
     tune_config = tune.TuneConfig(
         search_alg=OptunaSearch(metric=OBJECTIVE, mode=MODE, seed=study.search.search_seed),
         scheduler=scheduler,

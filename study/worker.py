@@ -12,6 +12,7 @@ from cloce.run import run_summary
 from cloce.runtime import Runtime
 from cloce.state import load_train_state, save_train_state
 from study import tracking
+from study.faults import TrialFaults
 
 FINAL_FILE = "final.json"
 
@@ -20,8 +21,10 @@ class RayEpochReporter:
     """Reports each epoch to Ray Train (with a resumable checkpoint from rank 0) and, on
     rank 0, logs it to the trial's MLflow run."""
 
-    def __init__(self, rank: int, tracking_uri: str | None, run_id: str | None, best_so_far: float):
+    def __init__(self, rank: int, tracking_uri: str | None, run_id: str | None, best_so_far: float,
+                 faults: TrialFaults | None = None):
         self.rank = rank
+        self.faults = faults
         self.tracking_uri = tracking_uri
         self.run_id = run_id
         self.best = best_so_far
@@ -33,12 +36,14 @@ class RayEpochReporter:
         metrics = record.metrics() | {"best_val_micro_f1": self.best, "epochs_done": record.epoch}
         if self.rank != 0:
             ray.train.report(metrics, checkpoint=None)
-            return
-        if self.run_id:
-            tracking.log_metrics(self.tracking_uri, self.run_id, metrics, step=record.epoch)
-        with tempfile.TemporaryDirectory(prefix="cloce-ckpt-") as directory:
-            save_train_state(snapshot(), directory)
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+        else:
+            if self.run_id:
+                tracking.log_metrics(self.tracking_uri, self.run_id, metrics, step=record.epoch)
+            with tempfile.TemporaryDirectory(prefix="cloce-ckpt-") as directory:
+                save_train_state(snapshot(), directory)
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+        if self.faults:
+            self.faults.after_epoch(record.epoch, self.rank)
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
@@ -48,17 +53,18 @@ def train_loop_per_worker(loop_config: dict) -> None:
     from cloce.train import NonFiniteLossError, train
 
     context = ray.train.get_context()
+    train_config = TrainConfig.from_dict(loop_config["train"])
+    faults = TrialFaults(train_config.variant, train_config.seed, context.get_experiment_name())
     runtime = Runtime(
         device=ray.train.torch.get_device(),
         # CLoCE-S's contrastive pass touches only the embeddings: DDP must allow unused parameters.
         prepare_model=lambda model: ray.train.torch.prepare_model(
-            model, parallel_strategy_kwargs={"find_unused_parameters": True}
+            faults.prepare_model(model), parallel_strategy_kwargs={"find_unused_parameters": True}
         ),
         prepare_loader=ray.train.torch.prepare_data_loader,
         world_size=context.get_world_size(),
         rank=context.get_world_rank(),
     )
-    train_config = TrainConfig.from_dict(loop_config["train"])
     dataset = load_dataset(**_dataset_args(DataConfig(**loop_config["data"])))
 
     resume = None
@@ -67,7 +73,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         with checkpoint.as_directory() as directory:
             resume = load_train_state(directory)
     best_so_far = max((r["val_micro_f1"] for r in resume.history), default=0.0) if resume else 0.0
-    reporter = RayEpochReporter(runtime.rank, loop_config.get("tracking_uri"), loop_config.get("run_id"), best_so_far)
+    reporter = RayEpochReporter(runtime.rank, loop_config.get("tracking_uri"), loop_config.get("run_id"), best_so_far, faults)
 
     try:
         result = train(train_config, dataset, [reporter], runtime, resume=resume)

@@ -1,0 +1,80 @@
+"""Injected faults: how the reliability tests (and a chaos run on a real cluster) make a trial
+die, raise or diverge on purpose, through the same code paths a real fault takes.
+
+`CLOCE_FAULTS` (environment of the trial workers) holds `;`-separated faults:
+
+    kill=VARIANT:SEED:EPOCH   the rank-0 worker SIGKILLs itself right after reporting EPOCH's
+                              checkpoint, once per trial (Ray Train must restart it from there)
+    raise=VARIANT:SEED        the trial's workers raise before training, on every attempt
+    nan=VARIANT:SEED          the model's outputs turn NaN: a real non-finite loss
+
+SEED may be `*` (every seed). `kill` remembers that it fired in `CLOCE_FAULTS_DIR` (default: the
+system temp dir), so the restarted worker trains on. Unset, nothing here runs.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+ENV, DIR_ENV = "CLOCE_FAULTS", "CLOCE_FAULTS_DIR"
+
+
+class InjectedFault(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Fault:
+    kind: str  # kill / raise / nan
+    variant: str
+    seed: str  # a number or "*"
+    epoch: int = 0  # kill only
+
+    def applies(self, variant: str, seed: int) -> bool:
+        return self.variant == variant and self.seed in ("*", str(seed))
+
+
+def parse_faults(text: str) -> list[Fault]:
+    faults = []
+    for item in filter(None, (part.strip() for part in text.split(";"))):
+        kind, _, spec = item.partition("=")
+        fields = spec.split(":")
+        expected = 3 if kind == "kill" else 2
+        if kind not in ("kill", "raise", "nan") or len(fields) != expected or not all(fields):
+            raise ValueError(f"{ENV}: cannot read {item!r}; expected kill=VARIANT:SEED:EPOCH, "
+                             "raise=VARIANT:SEED or nan=VARIANT:SEED")
+        faults.append(Fault(kind, fields[0], fields[1], int(fields[2]) if kind == "kill" else 0))
+    return faults
+
+
+class TrialFaults:
+    """The faults of one trial (variant, seed), as its worker applies them."""
+
+    def __init__(self, variant: str, seed: int, trial_name: str, text: str | None = None):
+        text = os.environ.get(ENV, "") if text is None else text
+        self.faults = [f for f in parse_faults(text) if f.applies(variant, seed)]
+        self.marker_dir = Path(os.environ.get(DIR_ENV) or tempfile.gettempdir())
+        self.trial_name = trial_name
+
+    def prepare_model(self, model):
+        """Before training: raise, or make every forward output NaN."""
+        for fault in self.faults:
+            if fault.kind == "raise":
+                raise InjectedFault(f"injected failure ({ENV}) in trial {self.trial_name}")
+            if fault.kind == "nan":
+                model.register_forward_hook(lambda module, inputs, output: output * float("nan"))
+        return model
+
+    def after_epoch(self, epoch: int, rank: int) -> None:
+        """After an epoch's report: the rank-0 worker dies as a killed process does, once."""
+        for fault in self.faults:
+            if fault.kind != "kill" or fault.epoch != epoch or rank != 0:
+                continue
+            marker = self.marker_dir / f"cloce-fault-{self.trial_name}-kill{epoch}"
+            if marker.exists():
+                continue
+            marker.write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
