@@ -50,22 +50,42 @@ def save_train_state(state: TrainState, directory: str | Path) -> Path:
     return directory
 
 
+class TrainStateError(ValueError):
+    """A resume checkpoint that cannot be trusted: missing, truncated or not ours."""
+
+
 def load_train_state(directory: str | Path) -> TrainState:
+    """Reads safetensors + JSON only; a pickle in the directory is never opened."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     directory = Path(directory)
-    skeleton = json.loads((directory / STRUCTURE).read_text())
-    tensors = load_file(str(directory / TENSORS))
-    return TrainState(
-        epoch=skeleton["epoch"],
-        model=_unflatten(skeleton["model"], tensors),
-        best_model=_unflatten(skeleton["best_model"], tensors),
-        best_epoch=skeleton["best_epoch"],
-        best_val=skeleton["best_val"],
-        optimizers=_unflatten(skeleton["optimizers"], tensors),
-        rng=_unflatten(skeleton["rng"], tensors),
-        history=skeleton["history"],
-    )
+    for name in (STRUCTURE, TENSORS):
+        if not (directory / name).is_file():
+            raise TrainStateError(f"{directory / name}: missing; not a cloce training checkpoint")
+    try:
+        skeleton = json.loads((directory / STRUCTURE).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise TrainStateError(f"{directory / STRUCTURE}: not valid JSON ({err}); the checkpoint is damaged") from None
+    try:
+        tensors = load_file(str(directory / TENSORS))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise TrainStateError(f"{directory / TENSORS}: cannot be read as safetensors ({err}); "
+                              "the file is truncated or tampered with") from None
+    try:
+        return TrainState(
+            epoch=skeleton["epoch"],
+            model=_unflatten(skeleton["model"], tensors),
+            best_model=_unflatten(skeleton["best_model"], tensors),
+            best_epoch=skeleton["best_epoch"],
+            best_val=skeleton["best_val"],
+            optimizers=_unflatten(skeleton["optimizers"], tensors),
+            rng=_unflatten(skeleton["rng"], tensors),
+            history=skeleton["history"],
+        )
+    except (KeyError, TypeError) as err:
+        raise TrainStateError(f"{directory}: {STRUCTURE} and {TENSORS} do not match (missing {err}); "
+                              "the checkpoint is damaged or from elsewhere") from None
 
 
 def has_train_state(directory: str | Path) -> bool:

@@ -117,7 +117,7 @@ def run_study(study: StudyConfig, args) -> str:
 
     start_ray(args.address, args.num_cpus, offline=study.model is None)
     storage = args.storage_path or str((study_dir / "train").resolve())
-    base = TrialContext(study, "search", "", 0, storage, uri, experiment_id, parent_id)
+    base = TrialContext(study, "search", "", 0, storage, uri, experiment_id, parent_id, local_runtime=not args.address)
     try:
         finals = run_study_cells(study, base, study_dir, args.resume, [ProgressPrinter()])
     except BaseException:
@@ -125,6 +125,11 @@ def run_study(study: StudyConfig, args) -> str:
         raise
     attach_results(study, finals, study_dir, uri, parent_id)
     tracking.end_run(uri, parent_id, "FINISHED")
+    failed = [r for r in finals if r["status"] != "FINISHED"]
+    if failed:
+        cells = sorted({f"{r['variant']} K={r['k']} seed {r['seed']}" for r in failed})
+        print(f"{len(failed)} of {len(finals)} trials failed ({'; '.join(cells)}): their cells are marked "
+              "in the table; MLflow holds each FAILED run with its error.txt", flush=True)
     table = fewshot_table(finals, study.variants, study.ks, study.seeds)
     return to_markdown(table)
 

@@ -48,6 +48,16 @@ def driver_resources() -> dict:
     return {"CPU": 0, "trial_driver": 1} if "trial_driver" in ray.cluster_resources() else {"CPU": 0.01}
 
 
+def asha_scheduler(epochs: int, grace_period: int):
+    """Stops weak trials at its rungs on `epochs_done` (not training_iteration, which restarts
+    at 1 after a restore). A trial's summary (test F1) is reported just after its last epoch:
+    with stop_last_trials ASHA would stop the trial at max_t before that report arrives."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(metric=OBJECTIVE, mode=MODE, time_attr="epochs_done", max_t=epochs,
+                         grace_period=grace_period, stop_last_trials=False)
+
+
 def run_cell(context: TrialContext, tune_dir: str, param_space: dict, tune_config, resume: bool, callbacks):
     """One Tuner for one cell; restored when an earlier run of it was interrupted."""
     from ray import tune
@@ -88,19 +98,12 @@ def records_of(grid, variant: str, k: int, stage: str) -> list[dict]:
 def run_search(study: StudyConfig, context: TrialContext, tune_dir: str, resume: bool, callbacks) -> tuple[dict, list[dict]]:
     """Stage 1 for one cell: (best hyper-parameters, the search trials' records)."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
     if not study.search.enabled:
         return study.default_hyperparams(context.variant), []
     epochs = study.train_config(context.variant, context.k, study.search.search_seed).epochs
-    scheduler = None
-    if study.search.asha:
-        # epochs_done, not training_iteration: the latter restarts at 1 after a restore.
-        # max_t is one past the last epoch: ASHA stops every trial that reaches max_t, and the
-        # trial's summary (test F1, final flag) is reported just after its last epoch.
-        scheduler = ASHAScheduler(metric=OBJECTIVE, mode=MODE, time_attr="epochs_done",
-                                  max_t=epochs + 1, grace_period=study.search.grace_period)
+    scheduler = asha_scheduler(epochs, study.search.grace_period) if study.search.asha else None
     tune_config = tune.TuneConfig(
         search_alg=OptunaSearch(metric=OBJECTIVE, mode=MODE, seed=study.search.search_seed),
         scheduler=scheduler,
