@@ -109,7 +109,10 @@ def run_search(study: StudyConfig, context: TrialContext, tune_dir: str, resume:
         scheduler=scheduler,
         num_samples=study.search.num_samples,
         max_concurrent_trials=study.search.max_concurrent_trials,
-        reuse_actors=True,  # one driver process for the cell's trials, not one per trial
+        # One driver process for the cell's trials, not one per trial; but a trial ASHA stops
+        # must lose its process: that ends its TorchTrainer (owned by it), which would
+        # otherwise retry the interrupted run and hold its CPUs while the next trials wait.
+        reuse_actors=scheduler is None,
     )
     grid = run_cell(context, tune_dir, search_space(study, context.variant), tune_config, resume, callbacks)
     records = records_of(grid, context.variant, context.k, "search")

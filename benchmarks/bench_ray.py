@@ -1,0 +1,86 @@
+"""Ray overhead (5): a small study through the real study system (Ray Tune, one Ray Train
+TorchTrainer per trial, MLflow, tables) vs the same trials run one after another in-process
+with cloce's `train`. Ray's own start-up (ray.init) is timed apart; so is the cost of one
+trial's Ray machinery on its own (a trivial TorchTrainer trial)."""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.bench_memory import TreeMemorySampler
+from benchmarks.common import timed
+from cloce.data.dataset import load_dataset
+from cloce.train import train
+from study import driver
+from study.config import load_study_config
+
+
+def small_study(seeds: tuple[int, ...], epochs: int, k: int):
+    return load_study_config("quick", {
+        "study.variants": ["finetune"], "study.ks": [k], "study.seeds": list(seeds), "search.enabled": False,
+        "train.epochs": epochs, "train.test_sample": 300, "train.num_threads": 2,
+        "resources.cpus_per_worker": 2, "search.max_concurrent_trials": 1,
+    })
+
+
+def study_on_ray_vs_in_process(seeds=(1, 2, 3), epochs: int = 4, k: int = 8) -> dict:
+    study = small_study(seeds, epochs, k)
+    configs = [study.train_config("finetune", k, seed, **study.default_hyperparams("finetune")) for seed in seeds]
+    dataset = load_dataset(None)
+    in_process = timed(lambda: [train(config, dataset) for config in configs])
+
+    ray_init = timed(lambda: driver.start_ray(None, 2, offline=True))
+    real_start_ray, driver.start_ray = driver.start_ray, lambda *args, **kwargs: None
+    try:
+        with tempfile.TemporaryDirectory() as work:
+            args = argparse.Namespace(study_dir=str(Path(work) / "study"), resume=False, address=None,
+                                      tracking_uri=f"sqlite:///{work}/mlflow.db", storage_path=None, num_cpus=2)
+            with TreeMemorySampler() as memory:
+                on_ray = timed(lambda: driver.run_study(study, args))
+    finally:
+        driver.start_ray = real_start_ray
+    return {"trials": len(seeds), "epochs": epochs, "k": k, "in_process_s": in_process, "ray_study_s": on_ray,
+            "ray_init_s": ray_init, "ratio": on_ray / in_process, "target": "<= 1.15",
+            "per_trial_overhead_s": (on_ray - in_process) / len(seeds),
+            "study_peak_rss_mib": memory.peak / 2**20}
+
+
+def trivial_trial_cost(trials: int = 4) -> dict:
+    """Wall time of Tune trials whose TorchTrainer does nothing but report once, one at a
+    time: the fixed cost of a trial's Ray machinery (controller, worker group, reporting)."""
+    import ray
+    import ray.train
+    import ray.train.torch
+    import ray.tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from study.trial import lean_trainer_class
+
+    if not ray.is_initialized():
+        driver.start_ray(None, 2, offline=True)
+
+    def loop(_config):
+        ray.train.report({"done": 1})
+
+    def drive(config, lean: bool, storage: str):
+        trainer_class = lean_trainer_class(local_runtime=True) if lean else ray.train.torch.TorchTrainer
+        trainer = trainer_class(loop, scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
+                                run_config=ray.train.RunConfig(name=f"trivial-{lean}-{config['i']}", storage_path=storage,
+                                                               callbacks=[TuneReportCallback()]))
+        trainer.fit()
+
+    seconds = {}
+    with tempfile.TemporaryDirectory() as storage:
+        for lean in (False, True):
+            tuner = ray.tune.Tuner(
+                ray.tune.with_resources(ray.tune.with_parameters(drive, lean=lean, storage=storage), {"CPU": 0, "trial_driver": 1}),
+                param_space={"i": ray.tune.grid_search(list(range(trials)))},
+                tune_config=ray.tune.TuneConfig(max_concurrent_trials=1, reuse_actors=True),
+                run_config=ray.tune.RunConfig(storage_path=storage, name=f"trivial-{lean}-{time.time_ns()}", verbose=0),
+            )
+            seconds["lean" if lean else "stock"] = timed(tuner.fit) / trials
+    return {"trials": trials, "stock_torchtrainer_s_per_trial": seconds["stock"],
+            "lean_torchtrainer_s_per_trial": seconds["lean"]}
+

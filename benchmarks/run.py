@@ -1,0 +1,109 @@
+"""All benchmarks, side by side on this machine, into benchmarks/RESULTS.md (+ results.json).
+
+    python benchmarks/run.py            # ~25 minutes on 2 cores; run it on a quiet machine
+    python benchmarks/run.py --only ce_pass predict
+
+Every figure is a ratio of two contenders measured in the same run, interleaved (absolute
+times are context only: this machine is noisy). A benchmark that fails is reported as
+such; the others still run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+HERE = Path(__file__).resolve().parent
+
+
+def benchmarks() -> dict:
+    from benchmarks import bench_memory, bench_predict, bench_ray, bench_train
+
+    return {
+        "ce_pass": ("1. CE pass (prompt_ki, K=16, batch 16) vs a bare PyTorch loop", bench_train.ce_pass_vs_bare_loop),
+        "contrastive": ("2. cloce_d contrastive step vs its CE pass, K=16", bench_train.contrastive_overhead),
+        "hf_trainer": ("3. cloce finetune vs Hugging Face Trainer, samples/s", bench_train.finetune_vs_hf_trainer),
+        "predict": ("4. `cloce predict` vs bare inference_mode forward, samples/s", bench_predict.predict_vs_bare_forward),
+        "ray_study": ("5. small study on Ray Tune + TorchTrainer vs in-process, wall time", bench_ray.study_on_ray_vs_in_process),
+        "ray_trivial": ("5b. one trivial TorchTrainer trial, stock vs lean trainer", bench_ray.trivial_trial_cost),
+        "memory": ("6. peak RSS of one training run (cloce_d, K=16)", bench_memory.training_run_peak_rss),
+    }
+
+
+def machine() -> str:
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+    import torch
+
+    return f"{os.cpu_count()} x {cpu}, torch {torch.__version__} ({torch.get_num_threads()} threads), Python {platform.python_version()}"
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
+    except OSError:
+        return "unknown"
+
+
+def verdict(name: str, result: dict) -> str:
+    if "error" in result:
+        return "failed to run"
+    target = result.get("target")
+    if not target:
+        return "measured"
+    op, value = target.split()
+    met = result["ratio"] >= float(value) if op == ">=" else result["ratio"] <= float(value)
+    return "met" if met else "missed"
+
+
+def write_report(results: dict, started: str, seconds: float) -> None:
+    lines = [
+        "# Benchmarks", "",
+        f"Command: `python benchmarks/run.py` · commit `{commit()}` · {started} · {seconds / 60:.0f} min · {machine()}", "",
+        "| benchmark | ratio | target | verdict | measured |", "|---|---|---|---|---|",
+    ]
+    for key, (title, _) in benchmarks().items():
+        if key not in results:
+            continue
+        r = results[key]
+        shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items() if k not in ("ratio", "target", "error")}
+        ratio = f"{r['ratio']:.2f}" if "ratio" in r else ""
+        lines.append(f"| {title} | {ratio} | {r.get('target', '')} | {verdict(key, r)} | {r.get('error') or shown} |")
+    (HERE / "RESULTS.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="+", choices=list(benchmarks()), help="run these benchmarks only")
+    args = parser.parse_args(argv)
+    results_file = HERE / "results.json"
+    results = json.loads(results_file.read_text()) if args.only and results_file.exists() else {}
+    started, begin = time.strftime("%Y-%m-%d %H:%M"), time.perf_counter()
+    for key, (title, run) in benchmarks().items():
+        if args.only and key not in args.only:
+            continue
+        print(f"running {title} ...", flush=True)
+        try:
+            results[key] = run()
+        except Exception as err:  # one broken benchmark must not lose the others
+            results[key] = {"error": f"{type(err).__name__}: {err}"}
+            traceback.print_exc()
+        print(f"  {results[key]}", flush=True)
+        results_file.write_text(json.dumps(results, indent=1))
+        write_report(results, started, time.perf_counter() - begin)
+    print((HERE / "RESULTS.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
