@@ -14,6 +14,7 @@ import torch
 
 TENSORS = "train_state.safetensors"
 STRUCTURE = "train_state.json"
+SAME_AS_MODEL = "same_as_model"
 
 
 @dataclass
@@ -40,7 +41,9 @@ def save_train_state(state: TrainState, directory: str | Path) -> Path:
         "best_val": state.best_val,
         "history": state.history,
         "model": _flatten(state.model, "model", tensors),
-        "best_model": _flatten(state.best_model, "best_model", tensors),
+        # Most epochs of a short run are the best so far: then the best weights are the
+        # current ones, and the checkpoint (written every epoch) need not hold them twice.
+        "best_model": SAME_AS_MODEL if state.best_epoch == state.epoch else _flatten(state.best_model, "best_model", tensors),
         "optimizers": _flatten(state.optimizers, "optimizers", tensors),
         "rng": _flatten(state.rng, "rng", tensors),
     }
@@ -76,7 +79,7 @@ def load_train_state(directory: str | Path) -> TrainState:
         return TrainState(
             epoch=skeleton["epoch"],
             model=_unflatten(skeleton["model"], tensors),
-            best_model=_unflatten(skeleton["best_model"], tensors),
+            best_model=_best_model(skeleton, tensors),
             best_epoch=skeleton["best_epoch"],
             best_val=skeleton["best_val"],
             optimizers=_unflatten(skeleton["optimizers"], tensors),
@@ -86,6 +89,12 @@ def load_train_state(directory: str | Path) -> TrainState:
     except (KeyError, TypeError) as err:
         raise TrainStateError(f"{directory}: {STRUCTURE} and {TENSORS} do not match (missing {err}); "
                               "the checkpoint is damaged or from elsewhere") from None
+
+
+def _best_model(skeleton: dict, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if skeleton["best_model"] == SAME_AS_MODEL:
+        return {name: tensor.clone() for name, tensor in _unflatten(skeleton["model"], tensors).items()}
+    return _unflatten(skeleton["best_model"], tensors)
 
 
 def has_train_state(directory: str | Path) -> bool:

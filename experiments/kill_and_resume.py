@@ -1,7 +1,7 @@
 """Reliability cases 9 and 10 for real, on the default backbone (MiniLM) and SemEval:
 
-  9.  a Ray Train worker is SIGKILLed after epoch 1 of one trial (CLOCE_FAULTS, study/faults.py):
-      the trial restarts from its epoch-1 checkpoint and ends with all its epochs, each logged once;
+  9.  a Ray Train worker is SIGKILLed when epoch 2 of one trial is trained (CLOCE_FAULTS, study/faults.py):
+      the trial restarts from its epoch-1 checkpoint and ends with both epochs, each logged once;
   10. the study driver (and its local Ray) is SIGKILLed once the first cell is finished:
       `--resume` finishes the study; no finished trial re-runs; one MLflow run per trial.
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "experiments" / "results" / "kill_and_resume.md"
-FAULTS = "kill=finetune:2:1"  # the final-stage trial of finetune, seed 2, dies after epoch 1
+FAULTS = "kill=finetune:2:2"  # the final-stage trial of finetune, seed 2, dies once epoch 2 is trained, unreported
 
 
 def command(study_dir: Path, db: Path) -> list[str]:
@@ -93,11 +93,11 @@ def main() -> int:
         f"- MLflow before the resume: {describe(before)}",
         f"- MLflow after the resume: {describe(after)}",
         f"- Runs finished before the kill kept their run id and status after the resume: {untouched}",
-        f"- Case 9, final/finetune/K8/seed2 (worker SIGKILLed after epoch 1): status "
+        f"- Case 9, final/finetune/K8/seed2 (worker SIGKILLed once epoch 2 was trained, before its report): status "
         f"{killed.info.status if killed else 'absent'}, epochs_done "
         f"{killed.data.metrics.get('epochs_done') if killed else None}, val_micro_f1 logged at steps {steps} "
-        f"(a restart from scratch would log step 1 twice); worker killed: "
-        f"{(work / 'cloce-fault-final-finetune-K8-seed2-kill1').exists()}",
+        f"(a restart from scratch would log step 1 twice, a resume from epoch 1 logs each step once); worker killed: "
+        f"{(work / 'cloce-fault-final-finetune-K8-seed2-kill2').exists()}",
         "",
         "Table printed by the resumed study:",
         "",

@@ -3,8 +3,9 @@ die, raise or diverge on purpose, through the same code paths a real fault takes
 
 `CLOCE_FAULTS` (environment of the trial workers) holds `;`-separated faults:
 
-    kill=VARIANT:SEED:EPOCH   the rank-0 worker SIGKILLs itself right after reporting EPOCH's
-                              checkpoint, once per trial (Ray Train must restart it from there)
+    kill=VARIANT:SEED:EPOCH   the rank-0 worker SIGKILLs itself once EPOCH is trained, before
+                              reporting it (the epoch's work is lost), once per trial: Ray Train
+                              must restart it from the checkpoint of EPOCH - 1
     raise=VARIANT:SEED        the trial's workers raise before training, on every attempt
     nan=VARIANT:SEED          the model's outputs turn NaN: a real non-finite loss
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import os
 import signal
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,8 +70,9 @@ class TrialFaults:
                 model.register_forward_hook(lambda module, inputs, output: output * float("nan"))
         return model
 
-    def after_epoch(self, epoch: int, rank: int) -> None:
-        """After an epoch's report: the rank-0 worker dies as a killed process does, once."""
+    def before_report(self, epoch: int, rank: int) -> None:
+        """When EPOCH is trained but not reported: the rank-0 worker dies as a killed process
+        does, once; its last registered checkpoint is EPOCH - 1's."""
         for fault in self.faults:
             if fault.kind != "kill" or fault.epoch != epoch or rank != 0:
                 continue
@@ -77,4 +80,7 @@ class TrialFaults:
             if marker.exists():
                 continue
             marker.write_text(str(os.getpid()))
+            # Ray Train registers a reported checkpoint when its controller next polls the
+            # workers; give it three polls, as a real crash some time into the epoch would.
+            time.sleep(max(1.0, 3 * float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", 2.0))))
             os.kill(os.getpid(), signal.SIGKILL)

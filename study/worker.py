@@ -32,6 +32,8 @@ class RayEpochReporter:
     def on_epoch_end(self, record, pipeline, is_best, snapshot) -> None:
         import ray.train
 
+        if self.faults:
+            self.faults.before_report(record.epoch, self.rank)
         self.best = max(self.best, record.val_micro_f1)
         metrics = record.metrics() | {"best_val_micro_f1": self.best, "epochs_done": record.epoch}
         if self.rank != 0:
@@ -42,8 +44,6 @@ class RayEpochReporter:
             with tempfile.TemporaryDirectory(prefix="cloce-ckpt-") as directory:
                 save_train_state(snapshot(), directory)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
-        if self.faults:
-            self.faults.after_epoch(record.epoch, self.rank)
 
 
 def train_loop_per_worker(loop_config: dict) -> None:

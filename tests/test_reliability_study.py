@@ -1,8 +1,9 @@
 """Reliability of a running study (issue: failed trials and crashes lose nothing).
 
 One tiny study, three variants, each with a fault injected through CLOCE_FAULTS (study/faults.py):
-  finetune seed 1: its Ray Train worker is SIGKILLed after epoch 1 -> restarts from that
-                   epoch's checkpoint and finishes all 3 epochs, each logged once;
+  finetune seed 1: its Ray Train worker is SIGKILLed once epoch 2 is trained, before reporting
+                   it -> restarts from epoch 1's checkpoint and finishes all 3 epochs, each
+                   logged once;
   prompt, every seed: the loss turns NaN -> both trials FAILED with the reason, no retry;
   cloce_s seed 2: the trial raises -> FAILED with error.txt; seed 1 and the tables complete.
 """
@@ -17,7 +18,7 @@ import pytest
 
 from tests.test_study_e2e import SCRIPT, child_runs, study_env
 
-FAULTS = "kill=finetune:1:1;nan=prompt:*;raise=cloce_s:2"
+FAULTS = "kill=finetune:1:2;nan=prompt:*;raise=cloce_s:2"
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,7 @@ def test_the_study_completes_despite_every_fault(faulty_study):
 
 def test_a_killed_worker_resumes_from_its_last_epoch_checkpoint(faulty_study):
     _, client, _, runs, tmp = faulty_study
-    assert (tmp / "cloce-fault-final-finetune-K2-seed1-kill1").exists(), "the worker was never killed"
+    assert (tmp / "cloce-fault-final-finetune-K2-seed1-kill2").exists(), "the worker was never killed"
     run = runs[("finetune", 1)]
     assert run.info.status == "FINISHED"
     assert run.data.metrics["epochs_done"] == 3

@@ -60,3 +60,14 @@ def test_a_pickled_state_is_never_opened(saved, monkeypatch):
     monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load called"))
     with pytest.raises(TrainStateError, match=f"{TENSORS}: missing"):
         load_train_state(saved)
+
+
+def test_best_weights_equal_to_the_current_ones_are_stored_once(tmp_path):
+    state = TrainState(epoch=3, model={"w": torch.ones(1000)}, best_model={"w": torch.ones(1000)}, best_epoch=3,
+                       best_val={}, optimizers={}, rng={}, history=[])
+    once = save_train_state(state, tmp_path / "once")
+    twice = save_train_state(TrainState(**(vars(state) | {"best_epoch": 2})), tmp_path / "twice")
+    assert (once / TENSORS).stat().st_size < 0.6 * (twice / TENSORS).stat().st_size
+    loaded = load_train_state(once)
+    assert torch.equal(loaded.best_model["w"], loaded.model["w"])
+    assert loaded.best_model["w"].data_ptr() != loaded.model["w"].data_ptr()  # training the model must not move the best
