@@ -1,0 +1,22 @@
+"""CLOCE_FAULTS parsing: what the reliability tests inject, and what a typo says."""
+import pytest
+
+from study.faults import Fault, TrialFaults, parse_faults
+
+
+def test_faults_are_read_with_their_targets():
+    faults = parse_faults("kill=finetune:1:2; nan=prompt:*;raise=cloce_s:2")
+    assert faults == [Fault("kill", "finetune", "1", 2), Fault("nan", "prompt", "*", 0), Fault("raise", "cloce_s", "2", 0)]
+    assert faults[1].applies("prompt", 7) and not faults[2].applies("cloce_s", 1)
+
+
+@pytest.mark.parametrize("text", ["kill=finetune:1", "explode=prompt:1", "raise=prompt", "nan=:1"])
+def test_a_malformed_fault_says_what_is_expected(text):
+    with pytest.raises(ValueError, match="kill=VARIANT:SEED:EPOCH"):
+        parse_faults(text)
+
+
+def test_a_raise_fault_raises_only_in_its_trial():
+    TrialFaults("cloce_s", 1, "t", "raise=cloce_s:2").prepare_model(object())  # another seed: untouched
+    with pytest.raises(RuntimeError, match="injected failure"):
+        TrialFaults("cloce_s", 2, "t", "raise=cloce_s:2").prepare_model(object())
