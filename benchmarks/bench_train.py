@@ -3,6 +3,7 @@ overhead (2), and cloce fine-tuning vs the Hugging Face Trainer (3)."""
 from __future__ import annotations
 
 import copy
+import math
 import os
 import tempfile
 
@@ -82,7 +83,7 @@ def finetune_vs_hf_trainer(k: int = 16, epochs: int = 2, rounds: int = 2) -> dic
         with tempfile.TemporaryDirectory() as out:
             args = TrainingArguments(
                 output_dir=out, per_device_train_batch_size=BATCH, num_train_epochs=epochs, learning_rate=3e-4,
-                warmup_ratio=0.1, weight_decay=0.01, save_strategy="no", eval_strategy="no", report_to=[],
+                warmup_steps=int(0.1 * epochs * math.ceil(len(rows) / BATCH)), weight_decay=0.01, save_strategy="no", eval_strategy="no", report_to=[],
                 logging_strategy="no", use_cpu=True, seed=1, dataloader_num_workers=0, disable_tqdm=True,
             )
             trainer = Trainer(model=model, args=args, train_dataset=rows,

@@ -50,7 +50,9 @@ def machine() -> str:
 
 def commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, cwd=HERE).stdout.strip()
+        return head + ("+uncommitted changes" if dirty else "")
     except OSError:
         return "unknown"
 
@@ -66,10 +68,10 @@ def verdict(name: str, result: dict) -> str:
     return "met" if met else "missed"
 
 
-def write_report(results: dict, started: str, seconds: float) -> None:
+def write_report(results: dict, started: str, seconds: float, command: str) -> None:
     lines = [
         "# Benchmarks", "",
-        f"Command: `python benchmarks/run.py` · commit `{commit()}` · {started} · {seconds / 60:.0f} min · {machine()}", "",
+        f"Command: `{command}` · commit `{commit()}` · {started} · {seconds / 60:.0f} min · {machine()}", "",
         "| benchmark | ratio | target | verdict | measured |", "|---|---|---|---|---|",
     ]
     for key, (title, _) in benchmarks().items():
@@ -100,8 +102,9 @@ def main(argv=None) -> int:
             traceback.print_exc()
         print(f"  {results[key]}", flush=True)
         results_file.write_text(json.dumps(results, indent=1))
-        write_report(results, started, time.perf_counter() - begin)
+        write_report(results, started, time.perf_counter() - begin, " ".join(["python benchmarks/run.py", *(argv or sys.argv[1:])]))
     print((HERE / "RESULTS.md").read_text())
+    print("Ray vs in-process (5) and a study's peak RSS need a quiet machine for ~10 minutes: --only ray_study ray_trivial")
     return 0
 
 
