@@ -67,11 +67,13 @@ class SearchConfig:
 
 @dataclass(frozen=True)
 class ResourcesConfig:
+    # 0: Ray Train's local mode, the training loop runs in the Tune trial's own process (no
+    # worker group, no controller): seconds less per trial, for short trials on one machine.
     workers_per_trial: int = 1
     use_gpu: bool = False
     cpus_per_worker: int = 1
     gpus_per_worker: float = 1.0
-    max_failures: int = 1  # Ray Train FailureConfig; -1 retries forever
+    max_failures: int = 1  # retries of a failed trial from its checkpoint (Ray Train's, Tune's in local mode); -1: forever
 
 
 @dataclass(frozen=True)
@@ -233,7 +235,7 @@ def _build(raw: dict, problems: list[str]) -> StudyConfig | None:
         _check_list(study, "study.ks", "ks", lambda k: k >= 0, "integers >= 0 (0: the full training set)"),
         _check_list(study, "study.seeds", "seeds", lambda s: s >= 0, "integers >= 0"),
         _at_least(search, "search", {"num_samples": 1, "max_concurrent_trials": 1, "grace_period": 1, "search_seed": 0}),
-        _at_least(resources, "resources", {"workers_per_trial": 1, "cpus_per_worker": 1, "max_failures": -1}),
+        _at_least(resources, "resources", {"workers_per_trial": 0, "cpus_per_worker": 1, "max_failures": -1}),
     ]
     problems.extend(p for group in checks for p in group)
     if "gpus_per_worker" in resources and not resources["gpus_per_worker"] > 0:

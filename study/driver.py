@@ -107,6 +107,7 @@ def run_study(study: StudyConfig, args) -> str:
         print("warning: on a cluster pass --study-dir, --tracking-uri and --storage-path on shared storage; "
               "the defaults live in the job's temporary working directory and are lost with it", flush=True)
     preflight(study, study_dir)
+    ledger = open_ledger(getattr(args, "results_file", None))
     uri = tracking.resolve_tracking_uri(args.tracking_uri)
     try:
         experiment_id, parent_id = tracking.start_parent_run(
@@ -122,7 +123,7 @@ def run_study(study: StudyConfig, args) -> str:
     storage = args.storage_path or str((study_dir / "train").resolve())
     base = TrialContext(study, "search", "", 0, storage, uri, experiment_id, parent_id, local_runtime=not args.address)
     try:
-        finals = run_study_cells(study, base, study_dir, args.resume, [ProgressPrinter()])
+        finals = run_study_cells(study, base, study_dir, args.resume, [ProgressPrinter()], ledger)
     except BaseException:
         tracking.end_run(uri, parent_id, "FAILED")
         raise
@@ -135,6 +136,23 @@ def run_study(study: StudyConfig, args) -> str:
               "in the table; MLflow holds each FAILED run with its error.txt", flush=True)
     table = fewshot_table(finals, study.variants, study.ks, study.seeds)
     return to_markdown(table)
+
+
+def open_ledger(path: str | None):
+    """The results file of finished trials (study/ledger.py), checked before Ray starts."""
+    if not path:
+        return None
+    from cloce.run import check_writable
+    from study.ledger import TrialLedger
+
+    try:
+        check_writable(Path(path).parent)
+        ledger = TrialLedger(path)
+    except (OSError, ValueError) as err:
+        raise StudyError(f"--results-file: {err}") from None
+    if ledger.records:
+        print(f"results file {path}: {len(ledger.records)} finished trials, not run again", flush=True)
+    return ledger
 
 
 def attach_results(study: StudyConfig, finals: list[dict], study_dir: Path, uri: str, parent_id: str) -> None:

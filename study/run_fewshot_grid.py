@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="any other experiment value, e.g. --set train.batch_size=8 (repeatable)")
     parser.add_argument("--study-dir", help="where ledgers, Ray results and tables go (default: runs/<experiment>)")
     parser.add_argument("--resume", action="store_true", help="continue the interrupted study in --study-dir")
+    parser.add_argument("--results-file", help="a JSONL file of finished trials: written as each ends, and what "
+                        "it holds is not run again (continue a long study anywhere; see study/ledger.py)")
     parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
                         help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray runtime)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from study import tracking
 from study.config import CONTRASTIVE_VARIANTS, StudyConfig
+from study.ledger import LedgerWriter, TrialLedger
 from study.trial import TrialContext, run_trial, trial_record
 
 OBJECTIVE, MODE = "best_val_micro_f1", "max"
@@ -39,12 +40,16 @@ def search_space(study: StudyConfig, variant: str) -> dict:
     return params
 
 
-def driver_resources() -> dict:
-    """The driver only waits on its TorchTrainer, whose workers hold the CPUs/GPUs. Locally it
-    reserves one unit of the `trial_driver` resource start_ray declares (Tune refuses a
-    request of nothing); on a cluster without it, a hundredth of a CPU."""
+def trial_resources(study: StudyConfig) -> dict:
+    """In local mode the trial trains in its own process and holds one worker's CPUs/GPU.
+    Otherwise it only waits on its TorchTrainer, whose workers hold them: locally it reserves
+    one unit of the `trial_driver` resource start_ray declares (Tune refuses a request of
+    nothing); on a cluster without it, a hundredth of a CPU."""
     import ray
 
+    resources = study.resources
+    if resources.workers_per_trial == 0:
+        return {"CPU": resources.cpus_per_worker} | ({"GPU": resources.gpus_per_worker} if resources.use_gpu else {})
     return {"CPU": 0, "trial_driver": 1} if "trial_driver" in ray.cluster_resources() else {"CPU": 0.01}
 
 
@@ -64,7 +69,11 @@ def run_cell(context: TrialContext, tune_dir: str, param_space: dict, tune_confi
 
     name = cell_name(context.stage, context.variant, context.k)
     path = os.path.join(tune_dir, name)
-    trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), driver_resources())
+    trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), trial_resources(context.study))
+    # Whoever runs the loop retries it from its last checkpoint: Ray Train its workers, Tune
+    # a local-mode trial (the loop runs in the trial's own process).
+    local_mode = context.study.resources.workers_per_trial == 0
+    max_failures = context.study.resources.max_failures if local_mode else 0
     tuner = None
     if resume and tune.Tuner.can_restore(path):
         try:
@@ -78,7 +87,7 @@ def run_cell(context: TrialContext, tune_dir: str, param_space: dict, tune_confi
             tune_config=tune_config,
             run_config=tune.RunConfig(
                 name=name, storage_path=tune_dir, verbose=0, callbacks=callbacks,
-                failure_config=tune.FailureConfig(max_failures=0),  # worker failures are retried by Ray Train
+                failure_config=tune.FailureConfig(max_failures=max_failures),
             ),
         )
     grid = tuner.fit()
@@ -95,38 +104,53 @@ def records_of(grid, variant: str, k: int, stage: str) -> list[dict]:
     return rows
 
 
-def run_search(study: StudyConfig, context: TrialContext, tune_dir: str, resume: bool, callbacks) -> tuple[dict, list[dict]]:
-    """Stage 1 for one cell: (best hyper-parameters, the search trials' records)."""
+def run_search(study: StudyConfig, context: TrialContext, tune_dir: str, resume: bool, callbacks,
+               ledger: TrialLedger | None = None) -> tuple[dict, list[dict]]:
+    """Stage 1 for one cell: (best hyper-parameters, the search trials' records). Trials
+    already in the ledger are told to Optuna as evaluated; only the rest run."""
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
 
     if not study.search.enabled:
         return study.default_hyperparams(context.variant), []
+    done = ledger.of("search", context.variant, context.k) if ledger else []
+    if len(done) >= study.search.num_samples:
+        return best_config(done, context), done
     epochs = study.train_config(context.variant, context.k, study.search.search_seed).epochs
     scheduler = asha_scheduler(epochs, study.search.grace_period) if study.search.asha else None
     tune_config = tune.TuneConfig(
-        search_alg=OptunaSearch(metric=OBJECTIVE, mode=MODE, seed=study.search.search_seed),
+        # A resumed search continues with another seed: the first seed's random start-up
+        # points would be the ones already evaluated.
+        search_alg=OptunaSearch(metric=OBJECTIVE, mode=MODE, seed=study.search.search_seed + 1000 * len(done),
+                                points_to_evaluate=[r["config"] for r in done] or None,
+                                evaluated_rewards=[r["val_micro_f1"] for r in done] or None),
         scheduler=scheduler,
-        num_samples=study.search.num_samples,
+        num_samples=study.search.num_samples - len(done),
         max_concurrent_trials=study.search.max_concurrent_trials,
         # One driver process for the cell's trials, not one per trial; but a trial ASHA stops
         # must lose its process: that ends its TorchTrainer (owned by it), which would
         # otherwise retry the interrupted run and hold its CPUs while the next trials wait.
         reuse_actors=scheduler is None,
     )
+    if ledger:
+        callbacks = [*callbacks, LedgerWriter(ledger, context.variant, context.k, "search")]
     grid = run_cell(context, tune_dir, search_space(study, context.variant), tune_config, resume, callbacks)
-    records = records_of(grid, context.variant, context.k, "search")
+    records = done + records_of(grid, context.variant, context.k, "search")
+    return best_config(records, context), records
+
+
+def best_config(records: list[dict], context: TrialContext) -> dict:
     finished = [r for r in records if r["status"] == "FINISHED"]
     if not finished:
         raise RuntimeError(f"every search trial of {context.variant} K={context.k} failed; see the MLflow runs")
-    best = max(finished, key=lambda r: r["val_micro_f1"])
-    return best["config"], records
+    return max(finished, key=lambda r: r["val_micro_f1"])["config"]
 
 
 def run_final(study: StudyConfig, context: TrialContext, best: dict, search_records: list[dict],
-              tune_dir: str, resume: bool, callbacks) -> list[dict]:
+              tune_dir: str, resume: bool, callbacks, ledger: TrialLedger | None = None) -> list[dict]:
     """Stage 2 for one cell: the best config on every seed. The search seed's run of the best
-    config is reused when it finished: same config, same seed, same numbers."""
+    config is reused when it finished: same config, same seed, same numbers; so is a seed
+    whose final trial is in the ledger."""
     from ray import tune
 
     reused = [
@@ -135,6 +159,10 @@ def run_final(study: StudyConfig, context: TrialContext, best: dict, search_reco
         if r["status"] == "FINISHED" and r["config"] == best and r["seed"] in study.seeds and r["history"]
         and len(r["history"]) == study.train_config(context.variant, context.k, r["seed"]).epochs
     ][:1]
+    if ledger:
+        reused += [r for r in ledger.of("final", context.variant, context.k)
+                   if r["config"] == best and r["seed"] in study.seeds and r["seed"] not in {u["seed"] for u in reused}]
+        callbacks = [*callbacks, LedgerWriter(ledger, context.variant, context.k, "final")]
     seeds = [s for s in study.seeds if s not in {r["seed"] for r in reused}]
     if not seeds:
         return reused
@@ -144,27 +172,32 @@ def run_final(study: StudyConfig, context: TrialContext, best: dict, search_reco
     return reused + records_of(grid, context.variant, context.k, "final")
 
 
-def run_study_cells(study: StudyConfig, base: TrialContext, study_dir: Path, resume: bool, callbacks) -> list[dict]:
-    """Both stages for every (variant, K) cell; returns every final record (the tables' input)."""
+def run_study_cells(study: StudyConfig, base: TrialContext, study_dir: Path, resume: bool, callbacks,
+                    ledger: TrialLedger | None = None) -> list[dict]:
+    """Both stages for every (variant, K) cell; returns every final record (the tables' input).
+    With a ledger, it decides what is left to run: Ray's own state is not restored."""
+    resume = resume and ledger is None
     cells_dir = study_dir / "cells"
     cells_dir.mkdir(parents=True, exist_ok=True)
     tune_dir = str((study_dir / "tune").resolve()) if "://" not in str(study_dir) else str(study_dir / "tune")
     finals: list[dict] = []
     for variant in study.variants:
         for k in study.ks:
-            ledger = cells_dir / f"{variant}-K{k}.json"
-            if resume and ledger.exists():
-                finals.extend(json.loads(ledger.read_text())["final"])
+            cell_file = cells_dir / f"{variant}-K{k}.json"
+            if resume and cell_file.exists():
+                finals.extend(json.loads(cell_file.read_text())["final"])
                 print(f"[resume] {variant} K={k}: already finished, not re-run", flush=True)
                 continue
             try:
-                best, searched = run_search(study, replace(base, stage="search", variant=variant, k=k), tune_dir, resume, callbacks)
-                final = run_final(study, replace(base, stage="final", variant=variant, k=k), best, searched, tune_dir, resume, callbacks)
+                best, searched = run_search(study, replace(base, stage="search", variant=variant, k=k), tune_dir,
+                                            resume, callbacks, ledger)
+                final = run_final(study, replace(base, stage="final", variant=variant, k=k), best, searched, tune_dir,
+                                  resume, callbacks, ledger)
             except Exception as err:  # a failed cell never takes the study down; --resume retries it
                 print(f"[error] {variant} K={k}: {err}", flush=True)
                 finals.extend(trial_record({}, {"seed": s}, variant, k, "final", error=str(err)[:500]) for s in study.seeds)
                 continue
-            ledger.write_text(json.dumps({"best_config": best, "search": searched, "final": final}, indent=1))
+            cell_file.write_text(json.dumps({"best_config": best, "search": searched, "final": final}, indent=1))
             tracking.log_json(base.tracking_uri, base.parent_run_id, {"best_config": best}, f"chosen_configs/{variant}-K{k}.json")
             finals.extend(final)
     return finals

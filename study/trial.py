@@ -1,5 +1,9 @@
 """One Tune trial = a driver function that runs one cloce training as a Ray Train
-`TorchTrainer` (Train V2: passing a Trainer straight to a Tuner is deprecated)."""
+`TorchTrainer` (Train V2: passing a Trainer straight to a Tuner is deprecated).
+
+With `workers_per_trial = 0` the TorchTrainer runs in Ray Train's local mode: the loop runs
+in this trial's own process, which Tune keeps between trials (reuse_actors), so a trial
+starts with torch, transformers and cloce already imported and no worker group to build."""
 from __future__ import annotations
 
 import dataclasses
@@ -47,6 +51,7 @@ def run_trial(config: dict, context: TrialContext) -> None:
     hyper = {name: config[name] for name in SEARCHED if name in config}
     train_config = context.study.train_config(context.variant, context.k, seed, **hyper)
     resources = context.study.resources
+    local_mode = resources.workers_per_trial == 0
     if train_config.num_threads is None:
         # Each worker owns cpus_per_worker cores; more torch threads would fight other trials.
         train_config = dataclasses.replace(train_config, num_threads=resources.cpus_per_worker)
@@ -57,6 +62,7 @@ def run_trial(config: dict, context: TrialContext) -> None:
         tags={"variant": context.variant, "k": str(context.k), "seed": str(seed), "stage": context.stage,
               "trial_id": trial_id},
     )
+    run_name = re.sub(r"[^A-Za-z0-9_.-]+", "-", key)
     trainer = lean_trainer_class(context.local_runtime)(
         train_loop_per_worker,
         train_loop_config={
@@ -64,6 +70,8 @@ def run_trial(config: dict, context: TrialContext) -> None:
             "data": vars(context.study.data_config()),
             "tracking_uri": context.tracking_uri,
             "run_id": run_id,
+            "local_mode": local_mode,
+            "run_name": run_name,
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=resources.workers_per_trial,
@@ -73,7 +81,7 @@ def run_trial(config: dict, context: TrialContext) -> None:
         ),
         run_config=ray.train.RunConfig(
             # Deterministic: a restored trial finds its Train run and resumes from its checkpoint.
-            name=re.sub(r"[^A-Za-z0-9_.-]+", "-", key),
+            name=run_name,
             storage_path=context.storage_path,
             failure_config=ray.train.FailureConfig(max_failures=resources.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
@@ -82,19 +90,30 @@ def run_trial(config: dict, context: TrialContext) -> None:
     )
     try:
         result = trainer.fit()
-        final = read_final(result.checkpoint) if result.checkpoint else {}
-        if "error" in final:
-            raise RuntimeError(f"trial {key} failed: {final['error']}")
-        if "final" not in final:
+        if local_mode:
+            final = dict(result.return_value or {})
+        else:
+            final = read_final(result.checkpoint) if result.checkpoint else {}
+        if "final" not in final and "error" not in final:
             raise RuntimeError(f"trial {key} ended without a final report (last metrics: {result.metrics})")
-    except Exception as err:  # record the failure where users look, then let Tune mark the trial
-        tracking.log_text(context.tracking_uri, run_id, "".join(traceback.format_exception(err)), "error.txt")
-        tracking.client(context.tracking_uri).set_tag(run_id, "error", str(err)[:500])
-        tracking.end_run(context.tracking_uri, run_id, "FAILED")
+    except Exception as err:  # record the failure where users look, then let Tune retry or mark the trial
+        mark_failed(context.tracking_uri, run_id, str(err), "".join(traceback.format_exception(err)))
         raise
+    if "error" in final:
+        # Deterministic (a NaN loss): a retry would only fail again, so the trial ends here,
+        # reported as failed, instead of raising into Tune's retries.
+        mark_failed(context.tracking_uri, run_id, f"trial {key} failed: {final['error']}")
+        ray.tune.report({"trial_key": key, "run_id": run_id, "error": f"trial {key} failed: {final['error']}"})
+        return
     tracking.end_run(context.tracking_uri, run_id, "FINISHED")
     history = final.pop("history", [])
     ray.tune.report(final | {"trial_key": key, "run_id": run_id, "history_json": json.dumps(history)})
+
+
+def mark_failed(tracking_uri: str, run_id: str, reason: str, details: str | None = None) -> None:
+    tracking.log_text(tracking_uri, run_id, details or reason, "error.txt")
+    tracking.client(tracking_uri).set_tag(run_id, "error", reason[:500])
+    tracking.end_run(tracking_uri, run_id, "FAILED")
 
 
 def lean_trainer_class(local_runtime: bool):
@@ -124,6 +143,7 @@ def lean_trainer_class(local_runtime: bool):
 def trial_record(result_metrics: dict, config: dict, variant: str, k: int, stage: str, error: str | None = None) -> dict:
     """A finished (or failed) trial as the tables want it."""
     metrics = result_metrics or {}
+    error = error or metrics.get("error")
     finished = error is None and "final" in metrics
     return {
         "variant": variant,

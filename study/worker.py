@@ -1,5 +1,10 @@
 """The per-worker loop of a trial's Ray Train `TorchTrainer`: cloce's own loop, with Ray
-only at the edges (prepare_model / prepare_data_loader / report with a checkpoint)."""
+only at the edges (prepare_model / prepare_data_loader / report with a checkpoint).
+
+With workers, reports go to Ray Train, whose TuneReportCallback forwards them to the Tune
+trial. In Ray Train's local mode (num_workers=0) the loop runs inside the Tune trial itself
+and Train keeps reports to itself: they go to Tune directly, and a retried trial resumes
+from Tune's checkpoint."""
 from __future__ import annotations
 
 import json
@@ -17,12 +22,42 @@ from study.faults import TrialFaults
 FINAL_FILE = "final.json"
 
 
-class RayEpochReporter:
-    """Reports each epoch to Ray Train (with a resumable checkpoint from rank 0) and, on
-    rank 0, logs it to the trial's MLflow run."""
+class RayReports:
+    """Where this trial's reports and its last checkpoint live, and who this worker is: Ray
+    Train's worker context, or (local mode: Ray refuses its Train context inside a Tune
+    trial) Tune's, as the only worker."""
 
-    def __init__(self, rank: int, tracking_uri: str | None, run_id: str | None, best_so_far: float,
-                 faults: TrialFaults | None = None):
+    def __init__(self, local_mode: bool):
+        self.local_mode = local_mode
+
+    def report(self, metrics: dict, checkpoint=None) -> None:
+        import ray.train
+        import ray.tune
+
+        (ray.tune.report if self.local_mode else ray.train.report)(metrics, checkpoint=checkpoint)
+
+    def checkpoint(self):
+        import ray.train
+        import ray.tune
+
+        return ray.tune.get_checkpoint() if self.local_mode else ray.train.get_checkpoint()
+
+    def world_size_and_rank(self) -> tuple[int, int]:
+        import ray.train
+
+        if self.local_mode:
+            return 1, 0
+        context = ray.train.get_context()
+        return context.get_world_size(), context.get_world_rank()
+
+
+class RayEpochReporter:
+    """Reports each epoch (with a resumable checkpoint from rank 0) and, on rank 0, logs it to
+    the trial's MLflow run."""
+
+    def __init__(self, reports: RayReports, rank: int, tracking_uri: str | None, run_id: str | None,
+                 best_so_far: float, faults: TrialFaults | None = None):
+        self.reports = reports
         self.rank = rank
         self.faults = faults
         self.tracking_uri = tracking_uri
@@ -37,50 +72,58 @@ class RayEpochReporter:
         self.best = max(self.best, record.val_micro_f1)
         metrics = record.metrics() | {"best_val_micro_f1": self.best, "epochs_done": record.epoch}
         if self.rank != 0:
-            ray.train.report(metrics, checkpoint=None)
+            self.reports.report(metrics)
         else:
             if self.run_id:
                 tracking.log_metrics(self.tracking_uri, self.run_id, metrics, step=record.epoch)
             with tempfile.TemporaryDirectory(prefix="cloce-ckpt-") as directory:
                 save_train_state(snapshot(), directory)
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+                self.reports.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
 
 
-def train_loop_per_worker(loop_config: dict) -> None:
+def train_loop_per_worker(loop_config: dict) -> dict:
+    """Returns the trial's summary (what its final checkpoint holds): local mode reads it here."""
     import ray.train
     import ray.train.torch
 
     from cloce.train import NonFiniteLossError, train
 
-    context = ray.train.get_context()
+    reports = RayReports(bool(loop_config.get("local_mode")))
+    world_size, rank = reports.world_size_and_rank()
     train_config = TrainConfig.from_dict(loop_config["train"])
-    faults = TrialFaults(train_config.variant, train_config.seed, context.get_experiment_name())
-    runtime = Runtime(
-        device=ray.train.torch.get_device(),
-        # CLoCE-S's contrastive pass touches only the embeddings: DDP must allow unused parameters.
-        prepare_model=lambda model: ray.train.torch.prepare_model(
-            faults.prepare_model(model), parallel_strategy_kwargs={"find_unused_parameters": True}
-        ),
-        prepare_loader=ray.train.torch.prepare_data_loader,
-        world_size=context.get_world_size(),
-        rank=context.get_world_rank(),
-    )
+    faults = TrialFaults(train_config.variant, train_config.seed, loop_config.get("run_name", "trial"))
+    device = ray.train.torch.get_device()
+    if reports.local_mode:
+        # One worker, no process group: Ray's prepare_* would only move to the device (and
+        # they read the Train context Ray refuses inside a Tune trial).
+        runtime = Runtime(device=device, prepare_model=lambda model: faults.prepare_model(model).to(device))
+    else:
+        runtime = Runtime(
+            device=device,
+            # CLoCE-S's contrastive pass touches only the embeddings: DDP must allow unused parameters.
+            prepare_model=lambda model: ray.train.torch.prepare_model(
+                faults.prepare_model(model), parallel_strategy_kwargs={"find_unused_parameters": True}
+            ),
+            prepare_loader=ray.train.torch.prepare_data_loader,
+            world_size=world_size,
+            rank=rank,
+        )
     dataset = load_dataset(**_dataset_args(DataConfig(**loop_config["data"])))
 
     resume = None
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint = reports.checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             resume = load_train_state(directory)
     best_so_far = max((r["val_micro_f1"] for r in resume.history), default=0.0) if resume else 0.0
-    reporter = RayEpochReporter(runtime.rank, loop_config.get("tracking_uri"), loop_config.get("run_id"), best_so_far, faults)
+    reporter = RayEpochReporter(reports, runtime.rank, loop_config.get("tracking_uri"), loop_config.get("run_id"),
+                                best_so_far, faults)
 
     try:
         result = train(train_config, dataset, [reporter], runtime, resume=resume)
     except NonFiniteLossError as err:
         # Deterministic: a retry from the last checkpoint would only diverge again.
-        report_failure(runtime.rank, f"non-finite loss: {err}")
-        return
+        return report_failure(reports, runtime.rank, f"non-finite loss: {err}")
     final = run_summary(result) | {
         "best_val_micro_f1": result.best_val.micro_f1,
         "epochs_done": len(result.history),
@@ -88,9 +131,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
         "kshot_size": len(result.sample.ids) if result.sample else 0,
     }
     final = {k: v for k, v in final.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    summary = final | {"history": [vars(r) for r in result.history]}
     if runtime.rank != 0:
-        ray.train.report(final, checkpoint=None)
-        return
+        reports.report(final)
+        return summary
     uri, run_id = loop_config.get("tracking_uri"), loop_config.get("run_id")
     if run_id:
         # Per-epoch val F1 is already logged with step=epoch; the summary keeps its own names.
@@ -104,21 +148,23 @@ def train_loop_per_worker(loop_config: dict) -> None:
     # The result the driver reads is the last checkpointed report: carry the summary and
     # the per-epoch history (the tables' input) in that final checkpoint.
     with tempfile.TemporaryDirectory(prefix="cloce-final-") as directory:
-        summary = final | {"history": [vars(r) for r in result.history]}
         (Path(directory) / FINAL_FILE).write_text(json.dumps(summary))
-        ray.train.report(final, checkpoint=ray.train.Checkpoint.from_directory(directory))
+        reports.report(final, checkpoint=ray.train.Checkpoint.from_directory(directory))
+    return summary
 
 
-def report_failure(rank: int, reason: str) -> None:
+def report_failure(reports: RayReports, rank: int, reason: str) -> dict:
     """End the trial without a retry; the driver marks it failed with this reason."""
     import ray.train
 
+    summary = {"error": reason}
     if rank != 0:
-        ray.train.report({"failed": 1}, checkpoint=None)
-        return
+        reports.report({"failed": 1})
+        return summary
     with tempfile.TemporaryDirectory(prefix="cloce-failed-") as directory:
-        (Path(directory) / FINAL_FILE).write_text(json.dumps({"error": reason}))
-        ray.train.report({"failed": 1}, checkpoint=ray.train.Checkpoint.from_directory(directory))
+        (Path(directory) / FINAL_FILE).write_text(json.dumps(summary))
+        reports.report({"failed": 1}, checkpoint=ray.train.Checkpoint.from_directory(directory))
+    return summary
 
 
 def read_final(checkpoint) -> dict:

@@ -1,9 +1,11 @@
 """Reliability of a running study (issue: failed trials and crashes lose nothing).
 
-One tiny study, three variants, each with a fault injected through CLOCE_FAULTS (study/faults.py):
-  finetune seed 1: its Ray Train worker is SIGKILLed once epoch 2 is trained, before reporting
-                   it -> restarts from epoch 1's checkpoint and finishes all 3 epochs, each
-                   logged once;
+One tiny study, three variants, each with a fault injected through CLOCE_FAULTS (study/faults.py),
+run twice: in Ray Train's local mode (the default study's: the loop runs in the Tune trial's
+process, Tune retries it) and with one Ray Train worker per trial (Ray Train retries it):
+  finetune seed 1: the process training it is SIGKILLed once epoch 2 is trained, before
+                   reporting it -> restarts from epoch 1's checkpoint and finishes all 3
+                   epochs, each logged once;
   prompt, every seed: the loss turns NaN -> both trials FAILED with the reason, no retry;
   cloce_s seed 2: the trial raises -> FAILED with error.txt; seed 1 and the tables complete.
 """
@@ -21,8 +23,8 @@ from tests.test_study_e2e import SCRIPT, child_runs, study_env
 FAULTS = "kill=finetune:1:2;nan=prompt:*;raise=cloce_s:2"
 
 
-@pytest.fixture(scope="module")
-def faulty_study(tiny_semeval_dir, tiny_model_dir, tmp_path_factory):
+@pytest.fixture(scope="module", params=[0, 1], ids=["local_mode", "one_worker"])
+def faulty_study(request, tiny_semeval_dir, tiny_model_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("faulty_study")
     db, study_dir = tmp / "mlflow.db", tmp / "study"
     command = [
@@ -30,6 +32,7 @@ def faulty_study(tiny_semeval_dir, tiny_model_dir, tmp_path_factory):
         "--variants", "finetune", "prompt", "cloce_s", "--ks", "2", "--seeds", "1", "2", "--epochs", "3",
         "--study-dir", str(study_dir), "--tracking-uri", f"sqlite:///{db}", "--num-cpus", "2",
         "--set", "search.enabled=false", "--set", "train.num_threads=1",
+        "--set", f"resources.workers_per_trial={request.param}",
     ]
     env = study_env() | {"CLOCE_FAULTS": FAULTS, "CLOCE_FAULTS_DIR": str(tmp)}
     done = subprocess.run(command, capture_output=True, text=True, timeout=1200, env=env, cwd=tmp)

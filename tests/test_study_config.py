@@ -126,7 +126,7 @@ def test_file_errors_name_file_key_and_allowed_values(tmp_path, extra, expected)
     ({"study.seeds": []}, ["study.seeds", "must not be empty"]),
     ({"search.num_samples": 0}, ["search.num_samples", "must be >= 1, got 0"]),
     ({"search.max_concurrent_trials": 0}, ["search.max_concurrent_trials", "must be >= 1"]),
-    ({"resources.workers_per_trial": 0}, ["resources.workers_per_trial", "must be >= 1"]),
+    ({"resources.workers_per_trial": -1}, ["resources.workers_per_trial", "must be >= 0"]),
     ({"search.num_samples": "two"}, ["search.num_samples", "expected an integer", "'two'"]),
     ({"study.data_format": "json"}, ["study.data_format", "one of 'auto', 'tacred', 'opennre'"]),
     ({"train.learning_rate": 1e-4}, ["train.learning_rate: unknown key", "allowed:", "cl_lr", "epochs"]),

@@ -1,0 +1,60 @@
+"""A results file of finished trials, one JSON line each, written as each trial ends.
+
+With `--results-file`, a study reads it first and runs only what is missing: a cell's
+finished search trials are handed to Optuna as already evaluated (the search asks only
+for the rest), and a seed whose final trial is in the file is not run again. Unlike the
+study directory's Ray state, the file is small enough to commit, so a long study continues
+on another machine from where the last one stopped.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from ray.tune import Callback
+
+from study.trial import trial_record
+
+
+class TrialLedger:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.records: list[dict] = []
+        if self.path.exists():
+            for number, line in enumerate(self.path.read_text().splitlines(), start=1):
+                if not line.strip():
+                    continue
+                try:
+                    self.records.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{self.path}, line {number}: not a JSON trial record ({err.msg})") from None
+
+    def of(self, stage: str, variant: str, k: int) -> list[dict]:
+        return [r for r in self.records if (r["stage"], r["variant"], r["k"]) == (stage, variant, k)]
+
+    def append(self, record: dict) -> None:
+        """One line per trial, flushed to disk at once: a killed study loses no finished trial."""
+        self.records.append(record)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as out:
+            out.write(json.dumps(record, default=str) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+
+
+class LedgerWriter(Callback):
+    """Appends each trial of one cell's Tuner to the ledger when it ends: finished trials,
+    and search trials ASHA stopped early (their best val F1 is still Optuna's answer)."""
+
+    def __init__(self, ledger: TrialLedger, variant: str, k: int, stage: str):
+        self.ledger, self.variant, self.k, self.stage = ledger, variant, k, stage
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        result = trial.last_result or {}
+        record = trial_record(result, trial.config, self.variant, self.k, self.stage)
+        if record["status"] != "FINISHED":
+            if self.stage != "search" or result.get("best_val_micro_f1") is None or result.get("error"):
+                return
+            record |= {"status": "STOPPED", "val_micro_f1": result["best_val_micro_f1"]}
+        self.ledger.append(record)
