@@ -22,6 +22,8 @@ TRAIN_HELP = {
                    "(default: the whole test set)",
     "epochs": "training epochs (each: cross-entropy pass, contrastive step for cloce_*, validation)",
     "batch_size": "training batch size",
+    "length_grouped": "batch training instances of similar length (less padding, faster); "
+                      "--no-length-grouped: plain random batches",
     "eval_batch_size": "batch size for validation, test and prediction",
     "lr": "learning rate of the classification (cross-entropy) step",
     "weight_decay": "AdamW weight decay (not on biases, LayerNorm or embeddings)",

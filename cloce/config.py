@@ -30,6 +30,10 @@ class TrainConfig:
     test_sample: int | None = None  # test on a fixed random subset of this size (same for every run); None: all
     epochs: int = 20
     batch_size: int = 16
+    # Batches of instances of similar length (a new random set every epoch): on SemEval K=16,
+    # batch 8, 93% of the padded tokens are real instead of 70%, and the CE pass on CPU is
+    # ~15% faster. Off: plain seeded shuffle.
+    length_grouped: bool = True
     eval_batch_size: int = 64
     lr: float = 1e-4  # classification (cross-entropy) step
     weight_decay: float = 0.01

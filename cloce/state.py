@@ -25,7 +25,7 @@ class TrainState:
     best_epoch: int
     best_val: dict  # Evaluation.to_dict()
     optimizers: dict[str, Any]  # state dicts: ce, scheduler, cl, margin
-    rng: dict[str, Any]  # torch, loader generator, pair generator
+    rng: dict[str, Any]  # torch, pair generator (older checkpoints: also the loader's, unused)
     history: list[dict]
 
 

@@ -16,7 +16,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
 
+from cloce.batching import LengthGroupedSampler
 from cloce.config import TrainConfig
 from cloce.contrastive import PairSet, build_contrastive_pairs
 from cloce.data.dataset import Dataset
@@ -105,12 +107,11 @@ def train(
         variant, dataset.label_map, types, config.model, config.max_seq_len, backbone_config=backbone_config
     )
     train_tokens = pipeline.tokenize(train_instances)
-    collate = Collator(pipeline.tokenizer.pad_token_id)
-    shuffle_generator = torch.Generator().manual_seed(config.seed)
+    train_split = EncodedSplit(pipeline.encode(train_tokens))
     train_loader = runtime.prepare_loader(
         DataLoader(
-            EncodedSplit(pipeline.encode(train_tokens)), batch_size=config.batch_size, shuffle=True,
-            collate_fn=collate, generator=shuffle_generator,
+            train_split, batch_size=config.batch_size, sampler=train_sampler(train_split, config, runtime),
+            collate_fn=Collator(pipeline.tokenizer.pad_token_id),
         )
     )
     val_split = EncodedSplit(pipeline.encode(pipeline.tokenize(val_instances)))
@@ -129,12 +130,11 @@ def train(
     history: list[EpochRecord] = []
     best: tuple[float, int, dict, Evaluation] | None = None
     optimizers = {"ce": ce_optimizer, "scheduler": scheduler, "cl": cl_optimizer, "margin": margin}
-    generators = {"shuffle": shuffle_generator, "pairs": pair_rng}
     if resume is not None:
-        history, best = restore_state(resume, unwrap(model), optimizers, generators)
+        history, best = restore_state(resume, unwrap(model), optimizers, pair_rng)
 
     def snapshot() -> TrainState:
-        return take_state(history, best, unwrap(model), optimizers, generators)
+        return take_state(history, best, unwrap(model), optimizers, pair_rng)
 
     for epoch in range(len(history) + 1, config.epochs + 1):
         started = time.perf_counter()
@@ -173,7 +173,7 @@ def train(
     return TrainResult(config, pipeline, sample, history, best_epoch, best_val, test_eval, test_predictions)
 
 
-def take_state(history, best, model, optimizers, generators) -> TrainState:
+def take_state(history, best, model, optimizers, pair_rng: random.Random) -> TrainState:
     return TrainState(
         epoch=len(history),
         model=copy.deepcopy(model.state_dict()),
@@ -181,20 +181,20 @@ def take_state(history, best, model, optimizers, generators) -> TrainState:
         best_epoch=best[1],
         best_val=best[3].to_dict(),
         optimizers={name: opt.state_dict() for name, opt in optimizers.items() if opt is not None},
-        rng={"torch": torch.get_rng_state(), "shuffle": generators["shuffle"].get_state(),
-             "pairs": generators["pairs"].getstate()},
+        # No loader state: the training order is a function of (seed, epoch), see train_sampler.
+        rng={"torch": torch.get_rng_state(), "pairs": pair_rng.getstate()},
         history=[vars(r) for r in history],
     )
 
 
-def restore_state(state: TrainState, model, optimizers, generators):
+def restore_state(state: TrainState, model, optimizers, pair_rng: random.Random):
     model.load_state_dict(state.model)
     for name, opt in optimizers.items():
         if opt is not None:
             opt.load_state_dict(state.optimizers[name])
     torch.set_rng_state(state.rng["torch"])
-    generators["shuffle"].set_state(state.rng["shuffle"])
-    generators["pairs"].setstate(_as_tuples(state.rng["pairs"]))
+    # Older checkpoints also hold rng["shuffle"], a loader generator no longer used: ignored.
+    pair_rng.setstate(_as_tuples(state.rng["pairs"]))
     history = [EpochRecord(**r) for r in state.history]
     best = (state.best_val["micro_f1"], state.best_epoch, state.best_model, Evaluation.from_dict(state.best_val))
     return history, best
@@ -325,8 +325,18 @@ def linear_warmup_decay(optimizer, total_steps: int, warmup_ratio: float):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def train_sampler(split: EncodedSplit, config: TrainConfig, runtime: Runtime) -> DistributedSampler:
+    """The training order, a function of (seed, epoch) only: nothing to checkpoint, and a
+    resumed run continues in the order of an uninterrupted one. Both are DistributedSamplers,
+    which Ray's `prepare_data_loader` keeps (it would put one seeded 0 in place of any other)."""
+    if config.length_grouped:
+        lengths = [len(e.input_ids) for e in split.items]
+        return LengthGroupedSampler(lengths, config.batch_size, runtime.world_size, runtime.rank, config.seed)
+    return DistributedSampler(split, runtime.world_size, runtime.rank, shuffle=True, seed=config.seed)
+
+
 def train_loader_epoch(loader, epoch: int) -> None:
-    """A DistributedSampler reshuffles only when told the epoch."""
+    """The samplers draw a new order only when told the epoch."""
     sampler = getattr(loader, "sampler", None)
     if hasattr(sampler, "set_epoch"):
         sampler.set_epoch(epoch)

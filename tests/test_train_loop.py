@@ -119,6 +119,27 @@ def test_resuming_from_a_saved_state_continues_exactly(tiny_bert_config, tmp_pat
     assert resumed.test_predictions == straight.test_predictions
 
 
+def test_a_checkpoint_with_the_old_loader_generator_still_resumes(tiny_bert_config, tmp_path):
+    """Checkpoints from before the stateless samplers also hold rng["shuffle"]; it is ignored."""
+    from cloce.state import load_train_state, save_train_state
+
+    class KeepOldStyleSnapshot:
+        def on_epoch_end(self, record, pipeline, is_best, snapshot):
+            state = snapshot()
+            state.rng["shuffle"] = torch.Generator().manual_seed(1).get_state()
+            save_train_state(state, tmp_path / "state")
+
+    train(tiny_config(epochs=1), tiny_dataset(), callbacks=[KeepOldStyleSnapshot()], backbone_config=tiny_bert_config)
+    resumed = train(tiny_config(), tiny_dataset(), backbone_config=tiny_bert_config, resume=load_train_state(tmp_path / "state"))
+    assert [r.epoch for r in resumed.history] == [1, 2]
+
+
+def test_plain_shuffled_batches_when_length_grouping_is_off(tiny_bert_config):
+    first = train(tiny_config(length_grouped=False), tiny_dataset(), backbone_config=tiny_bert_config)
+    second = train(tiny_config(length_grouped=False), tiny_dataset(), backbone_config=tiny_bert_config)
+    assert [r.train_loss for r in first.history] == [r.train_loss for r in second.history]
+
+
 def test_test_sample_tests_a_fixed_subset(tiny_bert_config):
     result = train(tiny_config(variant="prompt", epochs=1, test_sample=3), tiny_dataset(), backbone_config=tiny_bert_config)
     assert len(result.test_predictions) == 3
