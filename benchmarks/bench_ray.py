@@ -49,7 +49,9 @@ def study_on_ray_vs_in_process(seeds=(1, 2, 3), epochs: int = 4, k: int = 8) -> 
 
 def trivial_trial_cost(trials: int = 4) -> dict:
     """Wall time of Tune trials whose TorchTrainer does nothing but report once, one at a
-    time: the fixed cost of a trial's Ray machinery (controller, worker group, reporting)."""
+    time: the fixed cost of a trial's Ray machinery (controller, worker group, reporting),
+    for the stock TorchTrainer, the lean one (study/trial.py) and Ray Train's local mode
+    (num_workers=0: the loop runs in the Tune trial's process; the `quick` study's setting)."""
     import ray
     import ray.train
     import ray.train.torch
@@ -64,23 +66,30 @@ def trivial_trial_cost(trials: int = 4) -> dict:
     def loop(_config):
         ray.train.report({"done": 1})
 
-    def drive(config, lean: bool, storage: str):
-        trainer_class = lean_trainer_class(local_runtime=True) if lean else ray.train.torch.TorchTrainer
-        trainer = trainer_class(loop, scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
-                                run_config=ray.train.RunConfig(name=f"trivial-{lean}-{config['i']}", storage_path=storage,
+    def local_loop(_config):
+        ray.tune.report({"done": 1})  # local mode: Ray Train refuses its own report inside Tune
+
+    def drive(config, kind: str, storage: str):
+        trainer_class = lean_trainer_class(local_runtime=True) if kind == "lean" else ray.train.torch.TorchTrainer
+        workers = 0 if kind == "local" else 1
+        trainer = trainer_class(local_loop if workers == 0 else loop,
+                                scaling_config=ray.train.ScalingConfig(num_workers=workers, resources_per_worker={"CPU": 1}),
+                                run_config=ray.train.RunConfig(name=f"trivial-{kind}-{config['i']}", storage_path=storage,
                                                                callbacks=[TuneReportCallback()]))
         trainer.fit()
 
     seconds = {}
     with tempfile.TemporaryDirectory() as storage:
-        for lean in (False, True):
+        for kind in ("stock", "lean", "local"):
+            resources = {"CPU": 1} if kind == "local" else {"CPU": 0, "trial_driver": 1}
             tuner = ray.tune.Tuner(
-                ray.tune.with_resources(ray.tune.with_parameters(drive, lean=lean, storage=storage), {"CPU": 0, "trial_driver": 1}),
+                ray.tune.with_resources(ray.tune.with_parameters(drive, kind=kind, storage=storage), resources),
                 param_space={"i": ray.tune.grid_search(list(range(trials)))},
-                tune_config=ray.tune.TuneConfig(max_concurrent_trials=1, reuse_actors=True),
-                run_config=ray.tune.RunConfig(storage_path=storage, name=f"trivial-{lean}-{time.time_ns()}", verbose=0),
+                # No actor reuse: every trial pays its process start, as each cell's trials do in a study.
+                tune_config=ray.tune.TuneConfig(max_concurrent_trials=1, reuse_actors=False),
+                run_config=ray.tune.RunConfig(storage_path=storage, name=f"trivial-{kind}-{time.time_ns()}", verbose=0),
             )
-            seconds["lean" if lean else "stock"] = timed(tuner.fit) / trials
+            seconds[kind] = timed(tuner.fit) / trials
     return {"trials": trials, "stock_torchtrainer_s_per_trial": seconds["stock"],
-            "lean_torchtrainer_s_per_trial": seconds["lean"]}
+            "lean_torchtrainer_s_per_trial": seconds["lean"], "local_mode_s_per_trial": seconds["local"]}
 

@@ -36,7 +36,7 @@ def benchmarks() -> dict:
         "hf_trainer": ("3. cloce finetune vs Hugging Face Trainer, samples/s", bench_train.finetune_vs_hf_trainer),
         "predict": ("4. `cloce predict` vs bare inference_mode forward, samples/s", bench_predict.predict_vs_bare_forward),
         "ray_study": ("5. small study on Ray Tune + TorchTrainer vs in-process, wall time", bench_ray.study_on_ray_vs_in_process),
-        "ray_trivial": ("5b. one trivial TorchTrainer trial, stock vs lean trainer", bench_ray.trivial_trial_cost),
+        "ray_trivial": ("5b. one trivial TorchTrainer trial: stock vs lean trainer vs local mode", bench_ray.trivial_trial_cost),
         "memory": ("6. peak RSS of one training run (cloce_d, K=16)", bench_memory.training_run_peak_rss),
     }
 

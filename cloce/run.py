@@ -76,6 +76,9 @@ def write_outputs(result: TrainResult, files: dict, out: Path, seconds: float) -
         "generic_type_only": bool(pipeline.vocab) and pipeline.vocab.type_names == ("entity",),
         "mlm_head_pretrained": pipeline.head_pretrained,
         "backbone": pipeline.model_name,
+        # The adapted checkpoint's inputs and its training cost (seconds) when it was trained.
+        "mlm_adapt": None if result.mlm_adapt is None else result.mlm_adapt.info | {
+            "path": str(result.mlm_adapt.path), "reused": result.mlm_adapt.reused},
         "python": platform.python_version(),
     }
     _write_json(out / "params.json", params)

@@ -5,6 +5,7 @@ loaders (e.g. `ray.train.torch.prepare_model`) and gathers per-worker results.
 """
 from __future__ import annotations
 
+import functools
 import os
 import random
 from dataclasses import dataclass, field
@@ -19,6 +20,17 @@ def pick_device(requested: str = "auto") -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(requested)
+
+
+@functools.lru_cache(maxsize=None)
+def bf16_native(device_type: str) -> bool:
+    """Whether the device computes bf16 natively: there bf16 autocast is ~1.6x faster (CPU with
+    AVX512-BF16, prompt_ki K=16 on one core); elsewhere it would be emulated, and slower."""
+    if device_type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device_type == "cpu":
+        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return False
 
 
 def set_threads(num_threads: int | None) -> None:

@@ -26,10 +26,11 @@ from cloce.data.sampling import KShotSample, fixed_subset, sample_k_shot
 from cloce.encoding import Collator, EncodedSplit, TokenizedInstance
 from cloce.losses import BoundedMargin, contrastive_margin_loss
 from cloce.metrics import Evaluation, evaluate
+from cloce.mlm_adapt import AdaptedBackbone, MlmAdaptConfig, adapt_backbone
 from cloce.pipeline import RelationPipeline, build_pipeline, type_vocabulary
-from cloce.runtime import Runtime, seed_everything, set_threads, unwrap
+from cloce.runtime import Runtime, bf16_native, seed_everything, set_threads, unwrap
 from cloce.state import TrainState
-from cloce.variants import get_variant
+from cloce.variants import Variant, get_variant
 
 
 class NonFiniteLossError(RuntimeError):
@@ -80,6 +81,7 @@ class TrainResult:
     best_val: Evaluation
     test: Evaluation | None
     test_predictions: list[int]
+    mlm_adapt: AdaptedBackbone | None = None  # the adapted backbone the prompt variant loaded, if any
 
 
 def train(
@@ -99,12 +101,14 @@ def train(
     # Data: the K-shot sample of train (val and test unchanged), tokenised once per split.
     sample = sample_k_shot(dataset.train, dataset.label_map, config.k, config.seed) if config.k else None
     train_instances = sample.instances if sample else dataset.train
-    val_instances = dataset.val
+    val_instances = fixed_subset(dataset.val, config.val_sample, name="cloce-val-subset")
     if config.kshot_val:
         val_instances = sample_k_shot(dataset.val, dataset.label_map, config.k, config.seed, allow_short=True).instances
     types = type_vocabulary([*dataset.train, *dataset.val, *dataset.test])
+    adapted = adapted_backbone(config, dataset, variant, runtime, backbone_config)
     pipeline = build_pipeline(
-        variant, dataset.label_map, types, config.model, config.max_seq_len, backbone_config=backbone_config
+        variant, dataset.label_map, types, str(adapted.path) if adapted else config.model, config.max_seq_len,
+        backbone_config=None if adapted else backbone_config,
     )
     train_tokens = pipeline.tokenize(train_instances)
     train_split = EncodedSplit(pipeline.encode(train_tokens))
@@ -170,7 +174,21 @@ def train(
     test_eval, test_predictions = (None, [])
     if test_split is not None:
         test_eval, test_predictions = evaluate_split(model, pipeline, test_split, config, runtime)
-    return TrainResult(config, pipeline, sample, history, best_epoch, best_val, test_eval, test_predictions)
+    return TrainResult(config, pipeline, sample, history, best_epoch, best_val, test_eval, test_predictions, adapted)
+
+
+def adapted_backbone(
+    config: TrainConfig, dataset: Dataset, variant: Variant, runtime: Runtime, backbone_config=None
+) -> AdaptedBackbone | None:
+    """With `mlm_adapt_steps`, a prompt variant's backbone is `config.model` adapted on every
+    train sentence (unlabelled, not just the K-shot sample); cached, so it is trained once."""
+    if not config.mlm_adapt_steps or variant.head != "prompt":
+        return None
+    if backbone_config is not None:
+        raise ValueError("mlm_adapt_steps adapts pre-trained weights; it cannot start from a backbone_config")
+    settings = MlmAdaptConfig(steps=config.mlm_adapt_steps, lr=config.mlm_adapt_lr,
+                              batch_size=config.mlm_adapt_batch_size, max_length=config.max_seq_len)
+    return adapt_backbone(config.model, [i.tokens for i in dataset.train], settings, config.cache_dir, runtime.device)
 
 
 def take_state(history, best, model, optimizers, pair_rng: random.Random) -> TrainState:
@@ -347,7 +365,8 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
 
 
 def autocast(device: torch.device, enabled: bool):
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+    """bf16 autocast when asked for and the device computes bf16 natively; fp32 otherwise."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled and bf16_native(device.type))
 
 
 def check_finite(loss: torch.Tensor, what: str) -> None:

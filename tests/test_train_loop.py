@@ -1,9 +1,10 @@
 """The training loop on a tiny random BERT and a slice of hand-made data."""
 from __future__ import annotations
 
+import pytest
 import torch
 
-from cloce.config import TrainConfig
+from cloce.config import ConfigError, TrainConfig
 from cloce.contrastive import PairSet
 from cloce.data.dataset import Dataset
 from cloce.data.types import LabelMap
@@ -144,3 +145,28 @@ def test_test_sample_tests_a_fixed_subset(tiny_bert_config):
     result = train(tiny_config(variant="prompt", epochs=1, test_sample=3), tiny_dataset(), backbone_config=tiny_bert_config)
     assert len(result.test_predictions) == 3
     assert result.test.n == 3
+
+
+def test_val_sample_validates_on_a_fixed_subset(tiny_bert_config):
+    result = train(tiny_config(variant="prompt", epochs=1, val_sample=2), tiny_dataset(), backbone_config=tiny_bert_config)
+    assert result.best_val.n == 2
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"val_sample": 0}, "val_sample: must be >= 1"),
+    ({"val_sample": 100, "kshot_val": True}, "exclude each other"),
+])
+def test_a_bad_val_sample_is_named(values, message):
+    with pytest.raises(ConfigError, match=message):
+        tiny_config(**values)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_autocast_only_where_the_device_computes_bf16(monkeypatch, native):
+    import cloce.train
+
+    monkeypatch.setattr(cloce.train, "bf16_native", lambda device_type: native)
+    with cloce.train.autocast(torch.device("cpu"), True):
+        assert torch.is_autocast_enabled("cpu") == native
+    with cloce.train.autocast(torch.device("cpu"), False):
+        assert not torch.is_autocast_enabled("cpu")

@@ -83,10 +83,12 @@ def sample_k_shot(
     )
 
 
-def fixed_subset(instances: Sequence[RelationInstance], size: int | None) -> list[RelationInstance]:
+def fixed_subset(instances: Sequence[RelationInstance], size: int | None,
+                 name: str = "cloce-test-subset") -> list[RelationInstance]:
     """`size` instances drawn once for all runs (no run seed): every variant, K and seed of a
-    study is tested on the same sentences. None, or a size >= the pool, keeps all of them."""
+    study is tested (or validated) on the same sentences. None, or a size >= the pool, keeps
+    all of them."""
     if size is None or size >= len(instances):
         return list(instances)
-    chosen = sorted(random.Random("cloce-test-subset").sample(range(len(instances)), size))
+    chosen = sorted(random.Random(name).sample(range(len(instances)), size))
     return [instances[i] for i in chosen]

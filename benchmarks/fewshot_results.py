@@ -1,0 +1,89 @@
+"""The few-shot results table (issue 5), produced by the study system, plus its peer:
+
+    python benchmarks/fewshot_results.py             # hours on 2 cores; re-run to continue
+    python benchmarks/fewshot_results.py --report    # only rewrite docs/results.md
+
+Parts, in this order, each continuing from its results file under benchmarks/results/
+(JSONL, one finished trial per line; commit them as they grow and a later run, on any
+machine, picks up where this one stopped):
+  for K in 8, 16, 32: the `semeval_results` study at that K (all five variants, Optuna on
+                      val, seeds 1-5)                    -> semeval_fewshot.jsonl
+                      the Hugging Face Trainer peer at K  -> hf_peer.jsonl
+  full data: `semeval_full` (finetune, prompt_ki, cloce_d) -> semeval_full.jsonl
+Every study logs to MLflow like any other (./mlflow.db unless --tracking-uri).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+FEWSHOT, FULL, PEER = RESULTS / "semeval_fewshot.jsonl", RESULTS / "semeval_full.jsonl", RESULTS / "hf_peer.jsonl"
+REPORT = REPO / "docs" / "results.md"
+PEER_LRS = (5e-5, 1e-4, 2e-4, 5e-4)
+
+
+def run_study(experiment: str, results_file: Path, extra: list[str], tracking_uri: str | None) -> int:
+    command = [sys.executable, str(REPO / "study" / "run_fewshot_grid.py"), "--experiment", experiment,
+               "--results-file", str(results_file), *extra]
+    if tracking_uri:
+        command += ["--tracking-uri", tracking_uri]
+    print("$", " ".join(command), flush=True)
+    return subprocess.run(command, cwd=REPO).returncode
+
+
+def run_all(ks: list[int], tracking_uri: str | None, with_full: bool) -> None:
+    from benchmarks.hf_peer import budget_from, run_peer
+    from cloce.data.dataset import load_dataset
+    from study.config import load_study_config
+
+    study = load_study_config("semeval_results")
+    config = study.train_config("finetune", ks[0], study.search.search_seed)
+    budget = budget_from(config, PEER_LRS, study.search.search_seed, tuple(study.seeds))
+    dataset = load_dataset(None)
+    for k in ks:
+        code = run_study("semeval_results", FEWSHOT, ["--ks", str(k)], tracking_uri)
+        if code != 0:
+            print(f"the K={k} study exited with {code}; its finished trials are kept", flush=True)
+        run_peer(dataset, [k], budget, PEER)
+        write_report()
+    if with_full:
+        run_study("semeval_full", FULL, [], tracking_uri)
+        write_report()
+
+
+def write_report() -> None:
+    from benchmarks.results_report import render
+
+    REPORT.write_text(render(FEWSHOT, PEER, FULL))
+    print(f"wrote {REPORT}", flush=True)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--report", action="store_true", help="only rewrite docs/results.md from the results files")
+    parser.add_argument("--ks", nargs="+", type=int, default=[8, 16, 32])
+    parser.add_argument("--no-full", action="store_true", help="skip the full-data runs")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default ./mlflow.db)")
+    args = parser.parse_args(argv)
+    if not args.report:
+        started = time.perf_counter()
+        run_all(args.ks, args.tracking_uri, not args.no_full)
+        print(f"results run finished in {(time.perf_counter() - started) / 60:.0f} min", flush=True)
+    write_report()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

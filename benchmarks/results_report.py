@@ -1,0 +1,96 @@
+"""docs/results.md from the results files of benchmarks/fewshot_results.py: whatever has
+finished so far, with the missing cells marked."""
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from study.tables import best_epochs_display, fewshot_table, to_markdown
+
+VARIANTS = ["finetune", "prompt", "prompt_ki", "cloce_s", "cloce_d"]
+PEER = "hf_trainer_peer"
+SEEDS = [1, 2, 3, 4, 5]
+KS = [8, 16, 32]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def study_finals(records: list[dict], search_seed: int = 1) -> list[dict]:
+    """Final-stage rows of a study's results file: the final trials, plus per cell the best
+    search trial (on val), which is the search seed's final run (the study reuses it)."""
+    finals = [r for r in records if r["stage"] == "final"]
+    for cell in {(r["variant"], r["k"]) for r in records if r["stage"] == "search"}:
+        searched = [r for r in records if r["stage"] == "search" and (r["variant"], r["k"]) == cell
+                    and r["status"] == "FINISHED"]
+        if searched and not any(r["seed"] == search_seed and (r["variant"], r["k"]) == cell for r in finals):
+            finals.append(max(searched, key=lambda r: r["val_micro_f1"]) | {"stage": "final"})
+    return finals
+
+
+def peer_finals(records: list[dict], search_seed: int = 1) -> list[dict]:
+    """The peer's runs as table rows: per K the best lr on the search seed, then every seed."""
+    rows = []
+    for k in sorted({r["k"] for r in records}):
+        searched = [r for r in records if r["k"] == k and r["stage"] == "search"]
+        if not searched:
+            continue
+        best = max(searched, key=lambda r: r["val_micro_f1"])
+        chosen = [best] + [r for r in records if r["k"] == k and r["stage"] == "final" and r["lr"] == best["lr"]]
+        for r in chosen:
+            history = [{"epoch": i + 1, "val_micro_f1": v} for i, v in enumerate(r.get("val_per_epoch", []))]
+            rows.append({"variant": PEER, "k": k, "seed": r["seed"], "status": "FINISHED",
+                         "val_micro_f1": r["val_micro_f1"], "test_micro_f1": r["test_micro_f1"],
+                         "test_macro_f1_semeval": r["test_macro_f1_semeval"], "best_epoch": r["best_epoch"],
+                         "history": history})
+    return rows
+
+
+def differences(rows: list[dict], pairs: list[tuple[str, str]], ks: list[int]) -> str:
+    """Mean test micro-F1 differences, and whether each is within one (the larger) std."""
+    lines = ["| K | comparison | difference (points) | larger std | within one std? |", "|---|---|---|---|---|"]
+    for k in ks:
+        for a, b in pairs:
+            scores = {v: [100 * r["test_micro_f1"] for r in rows if r["variant"] == v and r["k"] == k
+                          and r.get("test_micro_f1") is not None] for v in (a, b)}
+            if len(scores[a]) < 2 or len(scores[b]) < 2:
+                continue
+            diff = statistics.mean(scores[a]) - statistics.mean(scores[b])
+            spread = max(statistics.stdev(scores[a]), statistics.stdev(scores[b]))
+            lines.append(f"| {k} | {a} - {b} | {diff:+.1f} | {spread:.1f} | {'yes' if abs(diff) <= spread else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+def render(fewshot_file: Path, peer_file: Path, full_file: Path) -> str:
+    fewshot = study_finals(read_jsonl(fewshot_file))
+    peer = peer_finals(read_jsonl(peer_file))
+    full = study_finals(read_jsonl(full_file))
+    rows = fewshot + peer
+    parts = [
+        "# Few-shot results on SemEval-2010 Task 8",
+        "",
+        "Produced by `python benchmarks/fewshot_results.py` (the study system, experiment "
+        "`semeval_results`; see its header for the budget and what it trades) from the results files in "
+        "`benchmarks/results/`; this page is rewritten from them (`--report`). Test micro-F1 excludes `Other`; "
+        "macro-F1 is SemEval's official score (9 directed relation types, `Other` excluded); mean ± sample std "
+        "over the seeds that finished; test at the best val epoch. `hf_trainer_peer`: the Hugging Face "
+        "`Trainer` ([CLS] head, cloce's entity markers, the same K-shot samples and budget, lr chosen on val "
+        "from " + ", ".join(f"{lr:g}" for lr in (5e-5, 1e-4, 2e-4, 5e-4)) + ").",
+        "",
+        "## Few-shot (K per relation, seeds 1-5)",
+        "",
+        to_markdown(fewshot_table(rows, VARIANTS + [PEER], KS, SEEDS)),
+        "## Best validation epoch per variant",
+        "",
+        to_markdown(best_epochs_display(rows, VARIANTS + [PEER])),
+        "## Differences against the goals",
+        "",
+        differences(rows, [("finetune", PEER), ("prompt_ki", PEER), ("prompt_ki", "finetune"),
+                           ("cloce_s", "prompt_ki"), ("cloce_d", "prompt_ki")], KS),
+    ]
+    if full:
+        parts += ["## Full training set (6,507 sentences)", "",
+                  to_markdown(fewshot_table(full, ["finetune", "prompt_ki", "cloce_d"], [0], sorted({r["seed"] for r in full})))]
+    return "\n".join(parts)
