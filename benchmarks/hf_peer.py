@@ -24,7 +24,8 @@ from cloce.variants import get_variant
 
 @dataclass(frozen=True)
 class PeerBudget:
-    """What cloce's own trials get (experiments/semeval_results.toml), so the peer is fair."""
+    """What cloce's own trials get (experiments/semeval_results.toml), so the peer is fair. It
+    runs alone, one run at a time, on 2 threads (a study runs two 1-thread trials at once)."""
 
     epochs: int
     batch_size: int
@@ -35,6 +36,7 @@ class PeerBudget:
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     num_threads: int = 2
+    bf16: bool = False  # autocast, where the device computes bf16 natively (as cloce's trials)
 
 
 def peer_run(dataset: Dataset, k: int, seed: int, lr: float, budget: PeerBudget, model: str | None = None) -> dict:
@@ -42,6 +44,8 @@ def peer_run(dataset: Dataset, k: int, seed: int, lr: float, budget: PeerBudget,
     import numpy as np
     import torch
     from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer, TrainingArguments
+
+    from cloce.runtime import bf16_native
 
     torch.set_num_threads(budget.num_threads)
     types = type_vocabulary([*dataset.train, *dataset.val, *dataset.test])
@@ -66,6 +70,7 @@ def peer_run(dataset: Dataset, k: int, seed: int, lr: float, budget: PeerBudget,
             save_total_limit=1, load_best_model_at_end=True, metric_for_best_model="micro_f1",
             report_to=[], logging_strategy="no", use_cpu=not torch.cuda.is_available(), seed=seed,
             dataloader_num_workers=0, disable_tqdm=True,
+            bf16=budget.bf16 and bf16_native("cuda" if torch.cuda.is_available() else "cpu"),
         )
         trainer = Trainer(model=network, args=args, train_dataset=rows["train"], eval_dataset=rows["val"],
                           data_collator=DataCollatorWithPadding(pipeline.tokenizer), compute_metrics=micro_f1)
@@ -124,4 +129,4 @@ def run_peer(dataset: Dataset, ks: list[int], budget: PeerBudget, results_file: 
 def budget_from(config: TrainConfig, lrs: tuple[float, ...], search_seed: int, seeds: tuple[int, ...]) -> PeerBudget:
     return PeerBudget(epochs=config.epochs, batch_size=config.batch_size, val_sample=config.val_sample, lrs=lrs,
                       search_seed=search_seed, seeds=seeds, weight_decay=config.weight_decay,
-                      warmup_ratio=config.warmup_ratio, num_threads=config.num_threads or 2)
+                      warmup_ratio=config.warmup_ratio, num_threads=2, bf16=config.bf16)
