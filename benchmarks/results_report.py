@@ -63,10 +63,20 @@ def differences(rows: list[dict], pairs: list[tuple[str, str]], ks: list[int]) -
     return "\n".join(lines) + "\n"
 
 
-def render(fewshot_file: Path, peer_file: Path, full_file: Path) -> str:
-    fewshot = study_finals(read_jsonl(fewshot_file))
+def current(records: list[dict], experiment: str | None) -> list[dict]:
+    """Only the records run under the experiment's present configuration (its fingerprint)."""
+    if experiment is None:
+        return records
+    from study.config import load_study_config
+
+    study = load_study_config(experiment)
+    return [r for r in records if r.get("fingerprint") == study.cell_fingerprint(r["variant"], r["k"])]
+
+
+def render(fewshot_file: Path, peer_file: Path, full_file: Path, check_fingerprints: bool = True) -> str:
+    fewshot = study_finals(current(read_jsonl(fewshot_file), "semeval_results" if check_fingerprints else None))
     peer = peer_finals(read_jsonl(peer_file))
-    full = study_finals(read_jsonl(full_file))
+    full = study_finals(current(read_jsonl(full_file), "semeval_full" if check_fingerprints else None))
     rows = fewshot + peer
     parts = [
         "# Few-shot results on SemEval-2010 Task 8",

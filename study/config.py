@@ -20,6 +20,8 @@ then the runner must be given --data-dir (the file loads without it).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import re
 import tomllib
@@ -112,6 +114,18 @@ class StudyConfig:
         """One trial's TrainConfig: [train], then the trial's hyper-parameters, then the cell."""
         cell = {"variant": variant, "model": self.model, "k": k or None, "seed": seed}
         return TrainConfig(**{**self.train, **hyperparams, **cell})
+
+    def cell_fingerprint(self, variant: str, k: int) -> str:
+        """What a (variant, K) cell's trial results depend on: its training config (but the
+        seed), data, model, search space and search seed / early stopping. A results file's records count
+        for a cell only under the same fingerprint."""
+        train = self.train_config(variant, k, 0).to_dict()
+        for name in ("seed", "num_threads"):  # the seed is the record's own; threads change no number
+            train.pop(name, None)
+        parts = {"train": train, "data": vars(self.data_config()), "space": asdict(self.search_space(variant)),
+                 # Not num_samples: more search trials extend a search, its finished ones still count.
+                 "search": [self.search.enabled, self.search.search_seed, self.search.asha, self.search.grace_period]}
+        return hashlib.sha1(json.dumps(_plain(parts), sort_keys=True, default=str).encode()).hexdigest()[:12]
 
     def data_config(self) -> DataConfig:
         return DataConfig(data_dir=self.data_dir, format=self.data_format)

@@ -30,8 +30,11 @@ class TrialLedger:
                 except json.JSONDecodeError as err:
                     raise ValueError(f"{self.path}, line {number}: not a JSON trial record ({err.msg})") from None
 
-    def of(self, stage: str, variant: str, k: int) -> list[dict]:
-        return [r for r in self.records if (r["stage"], r["variant"], r["k"]) == (stage, variant, k)]
+    def of(self, stage: str, variant: str, k: int, fingerprint: str | None = None) -> list[dict]:
+        """The cell's records; with a fingerprint, only those run under the same configuration
+        (StudyConfig.cell_fingerprint): results of a changed experiment never mix in."""
+        return [r for r in self.records if (r["stage"], r["variant"], r["k"]) == (stage, variant, k)
+                and (fingerprint is None or r.get("fingerprint") == fingerprint)]
 
     def append(self, record: dict) -> None:
         """One line per trial, flushed to disk at once: a killed study loses no finished trial."""
@@ -47,8 +50,8 @@ class LedgerWriter(Callback):
     """Appends each trial of one cell's Tuner to the ledger when it ends: finished trials,
     and search trials ASHA stopped early (their best val F1 is still Optuna's answer)."""
 
-    def __init__(self, ledger: TrialLedger, variant: str, k: int, stage: str):
-        self.ledger, self.variant, self.k, self.stage = ledger, variant, k, stage
+    def __init__(self, ledger: TrialLedger, variant: str, k: int, stage: str, fingerprint: str):
+        self.ledger, self.variant, self.k, self.stage, self.fingerprint = ledger, variant, k, stage, fingerprint
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         result = trial.last_result or {}
@@ -57,4 +60,4 @@ class LedgerWriter(Callback):
             if self.stage != "search" or result.get("best_val_micro_f1") is None or result.get("error"):
                 return
             record |= {"status": "STOPPED", "val_micro_f1": result["best_val_micro_f1"]}
-        self.ledger.append(record)
+        self.ledger.append(record | {"fingerprint": self.fingerprint})

@@ -113,7 +113,8 @@ def run_search(study: StudyConfig, context: TrialContext, tune_dir: str, resume:
 
     if not study.search.enabled:
         return study.default_hyperparams(context.variant), []
-    done = ledger.of("search", context.variant, context.k) if ledger else []
+    fingerprint = study.cell_fingerprint(context.variant, context.k)
+    done = ledger.of("search", context.variant, context.k, fingerprint) if ledger else []
     if len(done) >= study.search.num_samples:
         return best_config(done, context), done
     epochs = study.train_config(context.variant, context.k, study.search.search_seed).epochs
@@ -133,7 +134,7 @@ def run_search(study: StudyConfig, context: TrialContext, tune_dir: str, resume:
         reuse_actors=scheduler is None,
     )
     if ledger:
-        callbacks = [*callbacks, LedgerWriter(ledger, context.variant, context.k, "search")]
+        callbacks = [*callbacks, LedgerWriter(ledger, context.variant, context.k, "search", fingerprint)]
     grid = run_cell(context, tune_dir, search_space(study, context.variant), tune_config, resume, callbacks)
     records = done + records_of(grid, context.variant, context.k, "search")
     return best_config(records, context), records
@@ -160,9 +161,10 @@ def run_final(study: StudyConfig, context: TrialContext, best: dict, search_reco
         and len(r["history"]) == study.train_config(context.variant, context.k, r["seed"]).epochs
     ][:1]
     if ledger:
-        reused += [r for r in ledger.of("final", context.variant, context.k)
+        fingerprint = study.cell_fingerprint(context.variant, context.k)
+        reused += [r for r in ledger.of("final", context.variant, context.k, fingerprint)
                    if r["config"] == best and r["seed"] in study.seeds and r["seed"] not in {u["seed"] for u in reused}]
-        callbacks = [*callbacks, LedgerWriter(ledger, context.variant, context.k, "final")]
+        callbacks = [*callbacks, LedgerWriter(ledger, context.variant, context.k, "final", fingerprint)]
     seeds = [s for s in study.seeds if s not in {r["seed"] for r in reused}]
     if not seeds:
         return reused

@@ -58,3 +58,20 @@ def test_a_rerun_continues_from_the_results_file(tiny_semeval_dir, tiny_model_di
     assert second.count("] start  ") == 1 and [(r["stage"], r["seed"]) for r in ran] == [("search", 1)]
     assert ran[0]["config"] != before[0]["config"], "the resumed search asked again for a point it had"
     assert "| prompt_ki |" in second and "2/2" in second
+
+
+def test_a_changed_experiment_does_not_reuse_old_records(tmp_path):
+    from study.config import load_study_config
+
+    base = load_study_config("quick")
+    same = load_study_config("quick", {"study.seeds": [1, 2], "train.num_threads": 2, "search.max_concurrent_trials": 1})
+    longer = load_study_config("quick", {"train.epochs": 3})
+    assert base.cell_fingerprint("prompt_ki", 8) == same.cell_fingerprint("prompt_ki", 8)
+    assert base.cell_fingerprint("prompt_ki", 8) != longer.cell_fingerprint("prompt_ki", 8)
+    assert base.cell_fingerprint("prompt_ki", 8) != base.cell_fingerprint("prompt_ki", 16)
+
+    ledger = TrialLedger(tmp_path / "results.jsonl")
+    ledger.append({"stage": "final", "variant": "prompt_ki", "k": 8, "seed": 2,
+                   "fingerprint": base.cell_fingerprint("prompt_ki", 8)})
+    assert len(ledger.of("final", "prompt_ki", 8, base.cell_fingerprint("prompt_ki", 8))) == 1
+    assert ledger.of("final", "prompt_ki", 8, longer.cell_fingerprint("prompt_ki", 8)) == []
