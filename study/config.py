@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Literal, Union, get_args, get_origin, get_type_hints
 
 from cloce.config import ConfigError, DataConfig, TrainConfig
-from cloce.variants import VARIANTS
+from cloce.variants import VARIANTS, get_variant
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
 CONTRASTIVE_VARIANTS = tuple(name for name, v in VARIANTS.items() if v.contrastive != "none")
@@ -120,7 +120,10 @@ class StudyConfig:
         seed), data, model, search space and search seed / early stopping. A results file's records count
         for a cell only under the same fingerprint."""
         train = self.train_config(variant, k, 0).to_dict()
-        for name in ("seed", "num_threads"):  # the seed is the record's own; threads change no number
+        unused = ("seed", "num_threads")  # the seed is the record's own; threads change no number
+        if get_variant(variant).head == "marker":  # fine-tuning reads no MLM head: adaptation is not its
+            unused += tuple(name for name in train if name.startswith("mlm_adapt"))
+        for name in unused:
             train.pop(name, None)
         parts = {"train": train, "data": vars(self.data_config()), "space": asdict(self.search_space(variant)),
                  # Not num_samples: more search trials extend a search, its finished ones still count.

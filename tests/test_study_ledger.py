@@ -75,3 +75,11 @@ def test_a_changed_experiment_does_not_reuse_old_records(tmp_path):
                    "fingerprint": base.cell_fingerprint("prompt_ki", 8)})
     assert len(ledger.of("final", "prompt_ki", 8, base.cell_fingerprint("prompt_ki", 8))) == 1
     assert ledger.of("final", "prompt_ki", 8, longer.cell_fingerprint("prompt_ki", 8)) == []
+
+
+def test_masked_lm_adaptation_changes_the_prompt_cells_only():
+    from study.config import load_study_config
+
+    base, adapted = load_study_config("quick"), load_study_config("quick", {"train.mlm_adapt_steps": 100})
+    assert base.cell_fingerprint("finetune", 8) == adapted.cell_fingerprint("finetune", 8)
+    assert base.cell_fingerprint("prompt_ki", 8) != adapted.cell_fingerprint("prompt_ki", 8)
