@@ -61,6 +61,20 @@ def tiny_roberta_config(roberta_path):
     )
 
 
+# Nine tiny sentences, three relations (word-index spans, end exclusive): training-loop tests.
+TINY_ROWS = [
+    ("the fire caused smoke in the house", (1, 2), (3, 4), "Cause-Effect(e1,e2)"),
+    ("the virus caused a fever yesterday", (1, 2), (4, 5), "Cause-Effect(e1,e2)"),
+    ("the storm caused floods in the valley", (1, 2), (3, 4), "Cause-Effect(e1,e2)"),
+    ("the wheel of the car was broken", (1, 2), (4, 5), "Component-Whole(e1,e2)"),
+    ("the door of the house was open", (1, 2), (4, 5), "Component-Whole(e1,e2)"),
+    ("the keys of the piano were white", (1, 2), (4, 5), "Component-Whole(e1,e2)"),
+    ("a man saw a dog in the park", (1, 2), (4, 5), "Other"),
+    ("the girl read a book at night", (1, 2), (4, 5), "Other"),
+    ("the cat watched the bird outside", (1, 2), (4, 5), "Other"),
+]
+
+
 def make_instance(id_: str, text: str, head: tuple[int, int], tail: tuple[int, int], relation: str,
                   head_type: str | None = None, tail_type: str | None = None) -> RelationInstance:
     return RelationInstance(

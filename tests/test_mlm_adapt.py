@@ -15,19 +15,9 @@ from cloce.mlm_adapt import (
     INFO_FILE, adapt_backbone, adapted_dir, masked_lm_loss, sentences_digest, tokenize_sentences,
 )
 from cloce.train import train
-from tests.conftest import make_instance
+from tests.conftest import TINY_ROWS, make_instance
 
-ROWS = [
-    ("the fire caused smoke in the house", (1, 2), (3, 4), "Cause-Effect(e1,e2)"),
-    ("the virus caused a fever yesterday", (1, 2), (4, 5), "Cause-Effect(e1,e2)"),
-    ("the storm caused floods in the valley", (1, 2), (3, 4), "Cause-Effect(e1,e2)"),
-    ("the wheel of the car was broken", (1, 2), (4, 5), "Component-Whole(e1,e2)"),
-    ("the door of the house was open", (1, 2), (4, 5), "Component-Whole(e1,e2)"),
-    ("the keys of the piano were white", (1, 2), (4, 5), "Component-Whole(e1,e2)"),
-    ("a man saw a dog in the park", (1, 2), (4, 5), "Other"),
-    ("the girl read a book at night", (1, 2), (4, 5), "Other"),
-    ("the cat watched the bird outside", (1, 2), (4, 5), "Other"),
-]
+ROWS = TINY_ROWS
 SENTENCES = [tuple(text.split()) for text, *_ in ROWS]
 QUICK = MlmAdaptConfig(steps=4, batch_size=4, max_length=32)
 

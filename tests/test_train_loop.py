@@ -9,20 +9,10 @@ from cloce.contrastive import PairSet
 from cloce.data.dataset import Dataset
 from cloce.data.types import LabelMap
 from cloce.train import contrastive_optimizer, contrastive_pass, train
-from tests.conftest import make_instance
+from tests.conftest import TINY_ROWS, make_instance
 
 LABELS = LabelMap.from_labels(["Other", "Cause-Effect(e1,e2)", "Component-Whole(e1,e2)"])
-SENTENCES = [
-    ("the fire caused smoke in the house", (1, 2), (3, 4), "Cause-Effect(e1,e2)"),
-    ("the virus caused a fever yesterday", (1, 2), (4, 5), "Cause-Effect(e1,e2)"),
-    ("the storm caused floods in the valley", (1, 2), (3, 4), "Cause-Effect(e1,e2)"),
-    ("the wheel of the car was broken", (1, 2), (4, 5), "Component-Whole(e1,e2)"),
-    ("the door of the house was open", (1, 2), (4, 5), "Component-Whole(e1,e2)"),
-    ("the keys of the piano were white", (1, 2), (4, 5), "Component-Whole(e1,e2)"),
-    ("a man saw a dog in the park", (1, 2), (4, 5), "Other"),
-    ("the girl read a book at night", (1, 2), (4, 5), "Other"),
-    ("the cat watched the bird outside", (1, 2), (4, 5), "Other"),
-]
+SENTENCES = TINY_ROWS
 
 
 def tiny_dataset() -> Dataset:
