@@ -46,6 +46,8 @@ def test_a_rerun_continues_from_the_results_file(tiny_semeval_dir, tiny_model_di
     results = tmp_path / "results.jsonl"
     first = run_study(tiny_semeval_dir, tiny_model_dir, tmp_path, "first", results, num_samples=1)
     assert first.count("] start  ") == 2
+    # Tune keeps each trial's latest checkpoint only (every epoch's filled a disk once).
+    assert len(list((tmp_path / "first" / "tune").rglob("checkpoint_*"))) == 2
     before = [json.loads(line) for line in results.read_text().splitlines()]
     assert [(r["stage"], r["seed"]) for r in before] == [("search", 1), ("final", 2)]
 
