@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from study import tracking
+from study.cleanup import discard_finished_checkpoints
 from study.config import CONTRASTIVE_VARIANTS, StudyConfig
 from study.ledger import LedgerWriter, TrialLedger
 from study.trial import TrialContext, run_trial, trial_record
@@ -94,6 +95,8 @@ def run_cell(context: TrialContext, tune_dir: str, param_space: dict, tune_confi
             ),
         )
     grid = tuner.fit()
+    # Their records are written: the finished trials' checkpoints would only fill the disk.
+    discard_finished_checkpoints(grid)
     tracking.close_stopped_runs(context.tracking_uri, context.experiment_id, context.parent_run_id,
                                 context.variant, context.k, context.stage)
     return grid

@@ -13,6 +13,7 @@ import traceback
 from dataclasses import dataclass
 
 from study import tracking
+from study.cleanup import discard_checkpoint
 from study.config import StudyConfig
 from study.worker import read_final, train_loop_per_worker
 
@@ -96,6 +97,8 @@ def run_trial(config: dict, context: TrialContext) -> None:
             final = read_final(result.checkpoint) if result.checkpoint else {}
         if "final" not in final and "error" not in final:
             raise RuntimeError(f"trial {key} ended without a final report (last metrics: {result.metrics})")
+        if not local_mode:  # read: the Train run's last checkpoint is spent (Tune's: study.stages)
+            discard_checkpoint(result.checkpoint)
     except Exception as err:  # record the failure where users look, then let Tune retry or mark the trial
         mark_failed(context.tracking_uri, run_id, str(err), "".join(traceback.format_exception(err)))
         raise

@@ -1,0 +1,33 @@
+"""Finished trials' checkpoints are deleted; a failed trial keeps its own for a retry."""
+from dataclasses import dataclass, field
+
+from ray.train import Checkpoint
+
+from study.cleanup import discard_finished_checkpoints
+
+
+@dataclass
+class FakeResult:  # the fields of ray.tune.Result that the cleanup reads
+    checkpoint: Checkpoint | None
+    error: Exception | None = None
+    metrics: dict = field(default_factory=dict)
+    best_checkpoints: list = field(default_factory=list)
+
+
+def checkpoint_dir(root, name):
+    path = root / name
+    path.mkdir()
+    (path / "model.pt").write_bytes(b"0" * 16)
+    return Checkpoint.from_directory(str(path))
+
+
+def test_only_the_checkpoints_of_finished_trials_are_deleted(tmp_path):
+    finished = checkpoint_dir(tmp_path, "checkpoint_finished")
+    raised = checkpoint_dir(tmp_path, "checkpoint_raised")
+    nan = checkpoint_dir(tmp_path, "checkpoint_nan")
+    grid = [FakeResult(finished, best_checkpoints=[(finished, {})]),
+            FakeResult(raised, error=RuntimeError("killed")),
+            FakeResult(nan, metrics={"error": "loss is NaN"}),
+            FakeResult(None)]
+    assert discard_finished_checkpoints(grid) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_nan", "checkpoint_raised"]
