@@ -18,6 +18,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
+from cloce import optim
 from cloce.batching import LengthGroupedSampler
 from cloce.config import TrainConfig
 from cloce.contrastive import PairSet, build_contrastive_pairs
@@ -318,7 +319,7 @@ def adamw(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optim
         exempt = param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name or "embeddings" in name
         (no_decay if exempt else decay).append(param)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr)
+    return optim.adamw(groups, lr)
 
 
 def contrastive_optimizer(model: nn.Module, kind: str, lr: float, margin: BoundedMargin | None):
@@ -329,7 +330,7 @@ def contrastive_optimizer(model: nn.Module, kind: str, lr: float, margin: Bounde
     groups = [{"params": params}]
     if margin is not None:
         groups.append({"params": list(margin.parameters())})
-    return torch.optim.AdamW(groups, lr=lr, weight_decay=0.0)
+    return optim.adamw(groups, lr, weight_decay=0.0)
 
 
 def linear_warmup_decay(optimizer, total_steps: int, warmup_ratio: float):
