@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+from functools import lru_cache
 from pathlib import Path
 
 from ray.tune import Callback
@@ -46,6 +48,21 @@ class TrialLedger:
             os.fsync(out.fileno())
 
 
+@lru_cache(maxsize=1)
+def code_version() -> str | None:
+    """The commit of the code that ran a trial (`+dirty` with uncommitted changes), for the
+    record's provenance; None outside a git checkout."""
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "cloce", "study"],
+                               cwd=repo, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
 class LedgerWriter(Callback):
     """Appends each trial of one cell's Tuner to the ledger when it ends: finished trials,
     and search trials ASHA stopped early (their best val F1 is still Optuna's answer)."""
@@ -60,4 +77,4 @@ class LedgerWriter(Callback):
             if self.stage != "search" or result.get("best_val_micro_f1") is None or result.get("error"):
                 return
             record |= {"status": "STOPPED", "val_micro_f1": result["best_val_micro_f1"]}
-        self.ledger.append(record | {"fingerprint": self.fingerprint})
+        self.ledger.append(record | {"fingerprint": self.fingerprint, "code": code_version()})

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from study.ledger import TrialLedger
+from study.ledger import TrialLedger, code_version
 from tests.test_study_e2e import SCRIPT, study_env
 
 
@@ -46,10 +46,11 @@ def test_a_rerun_continues_from_the_results_file(tiny_semeval_dir, tiny_model_di
     results = tmp_path / "results.jsonl"
     first = run_study(tiny_semeval_dir, tiny_model_dir, tmp_path, "first", results, num_samples=1)
     assert first.count("] start  ") == 2
-    # Tune keeps each trial's latest checkpoint only (every epoch's filled a disk once).
-    assert len(list((tmp_path / "first" / "tune").rglob("checkpoint_*"))) == 2
+    # Both trials finished and are recorded: neither keeps a checkpoint (they once filled a disk).
+    assert not [p for p in (tmp_path / "first").rglob("checkpoint_*") if p.is_dir()]
     before = [json.loads(line) for line in results.read_text().splitlines()]
     assert [(r["stage"], r["seed"]) for r in before] == [("search", 1), ("final", 2)]
+    assert all(r["code"] == code_version() for r in before) and code_version()  # the commit that ran them
 
     second = run_study(tiny_semeval_dir, tiny_model_dir, tmp_path, "second", results, num_samples=2)
     assert "results file" in second and "2 finished trials, not run again" in second
