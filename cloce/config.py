@@ -55,6 +55,9 @@ class TrainConfig:
     # (and the encoder) on the unlabelled train sentences first. Prompt variants only, all
     # alike: finetune reads no MLM head. Its seed is fixed, not `seed`: every trial and seed
     # shares one cached adaptation (see cloce/mlm_adapt.py).
+    # How the MLM head transform starts when the checkpoint has none (the bundled MiniLM):
+    # "identity" passes the [MASK] state through unrotated (cloce/backbone.py: identity_transform).
+    fresh_head_init: Literal["identity", "random"] = "identity"
     mlm_adapt_steps: int = 0
     mlm_adapt_lr: float = 5e-5
     mlm_adapt_batch_size: int = 32
@@ -90,6 +93,8 @@ class TrainConfig:
             yield f"margin: a trainable margin must start inside ({self.margin_low}, {self.margin_high}), got {self.margin}"
         if not 0 <= self.warmup_ratio < 1:
             yield f"warmup_ratio: must be in [0, 1), got {self.warmup_ratio}"
+        if self.fresh_head_init not in ("identity", "random"):
+            yield f"fresh_head_init: must be 'identity' or 'random', got {self.fresh_head_init!r}"
         if self.cl_vector not in ("mask", "mean"):
             yield f"cl_vector: must be 'mask' or 'mean', got {self.cl_vector!r}"
         if self.test_sample is not None and self.test_sample < 1:

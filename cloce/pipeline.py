@@ -50,6 +50,7 @@ def build_pipeline(
     max_seq_len: int = 256,
     backbone_config=None,
     tokenizer=None,
+    fresh_head_init: FreshHeadInit = "identity",
 ) -> RelationPipeline:
     """Pre-trained weights by default; a `backbone_config` builds the same thing randomly
     initialised (tests, and checkpoints that load their own weights afterwards)."""
@@ -61,7 +62,7 @@ def build_pipeline(
         model = MarkerRelationModel(encoder, len(label_map))
         return RelationPipeline(variant, path, tokenizer, template, model, label_map, None, head_pretrained=False)
 
-    loaded = load_masked_lm(path, backbone_config)
+    loaded = load_masked_lm(path, backbone_config, fresh_head_init)
     mlm = loaded.model
     base_size = mlm.get_input_embeddings().num_embeddings
     vocab = VirtualVocab(base_size, type_names, label_map.labels)

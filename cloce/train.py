@@ -109,7 +109,7 @@ def train(
     adapted = adapted_backbone(config, dataset, variant, runtime, backbone_config)
     pipeline = build_pipeline(
         variant, dataset.label_map, types, str(adapted.path) if adapted else config.model, config.max_seq_len,
-        backbone_config=None if adapted else backbone_config,
+        backbone_config=None if adapted else backbone_config, fresh_head_init=config.fresh_head_init,
     )
     train_tokens = pipeline.tokenize(train_instances)
     train_split = EncodedSplit(pipeline.encode(train_tokens))

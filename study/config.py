@@ -122,7 +122,7 @@ class StudyConfig:
         train = self.train_config(variant, k, 0).to_dict()
         unused = ("seed", "num_threads")  # the seed is the record's own; threads change no number
         if get_variant(variant).head == "marker":  # fine-tuning reads no MLM head: adaptation is not its
-            unused += tuple(name for name in train if name.startswith("mlm_adapt"))
+            unused += tuple(name for name in train if name.startswith("mlm_adapt")) + ("fresh_head_init",)
         for name in unused:
             train.pop(name, None)
         parts = {"train": train, "data": vars(self.data_config()), "space": asdict(self.search_space(variant)),

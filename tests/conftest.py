@@ -103,6 +103,21 @@ def tiny_model_dir(tmp_path_factory, bert_path) -> str:
 
 
 @pytest.fixture(scope="session")
+def tiny_encoder_dir(tmp_path_factory, bert_path) -> str:
+    """A tiny random BERT saved without an MLM head, like the bundled sentence encoder."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("tiny_encoder")
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=256)
+    BertModel(config, add_pooling_layer=False).save_pretrained(str(directory))
+    AutoTokenizer.from_pretrained(bert_path).save_pretrained(str(directory))
+    return str(directory)
+
+
+@pytest.fixture(scope="session")
 def tiny_semeval_dir(tmp_path_factory):
     """Every train sentence of SemEval (K-shot samples need them), a slice of val and test."""
     from cloce.data.dataset import default_data_dir

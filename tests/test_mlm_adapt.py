@@ -22,20 +22,6 @@ SENTENCES = [tuple(text.split()) for text, *_ in ROWS]
 QUICK = MlmAdaptConfig(steps=4, batch_size=4, max_length=32)
 
 
-@pytest.fixture(scope="session")
-def tiny_encoder_dir(tmp_path_factory, bert_path) -> str:
-    """A tiny random BERT saved without an MLM head, like the bundled sentence encoder."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    torch.manual_seed(0)
-    directory = tmp_path_factory.mktemp("tiny_encoder")
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=256)
-    BertModel(config, add_pooling_layer=False).save_pretrained(str(directory))
-    AutoTokenizer.from_pretrained(bert_path).save_pretrained(str(directory))
-    return str(directory)
-
-
 def weights(directory) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
