@@ -4,7 +4,10 @@
 
 Trains one run like a `semeval_results` trial (batch 8, 300 val sentences, bf16) with the
 parameters outside the encoder (the MLM head transform and bias / the marker classifier) at
-HEAD_LR_SCALE x LR, and prints one JSON line.
+HEAD_LR_SCALE x LR, and prints one JSON line. PROBE_HEAD_INIT=identity|random sets how the
+fresh MLM head transform starts (identity, the default since these runs; the records before
+that option existed, without "head_init" or with "random", ran random); PROBE_LABEL_INIT=prototype
+starts the soft labels from the centred mean [MASK] state of each relation's K-shot sentences.
 """
 import json, os, sys, time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -34,23 +37,7 @@ def scaled_adamw(model, lr, weight_decay):
 
 original = train_module.adamw
 train_module.adamw = scaled_adamw
-HEAD_INIT = os.environ.get("PROBE_HEAD_INIT", "random")  # random | identity: the fresh transform's dense layer
-if HEAD_INIT == "identity":
-    import cloce.pipeline as pipeline_module
-    original_build = pipeline_module.build_pipeline
-
-    def identity_head_pipeline(*args, **kwargs):
-        pipeline = original_build(*args, **kwargs)
-        model = pipeline.model
-        if hasattr(model, "head_name") and not pipeline.head_pretrained:
-            dense = model.mlm.get_submodule(model.head_name).predictions.transform.dense
-            with torch.no_grad():
-                dense.weight.copy_(torch.eye(dense.weight.size(0)))
-                dense.bias.zero_()
-        return pipeline
-
-    pipeline_module.build_pipeline = identity_head_pipeline
-    train_module.build_pipeline = identity_head_pipeline
+HEAD_INIT = os.environ.get("PROBE_HEAD_INIT", "identity")  # TrainConfig.fresh_head_init: identity | random
 LABEL_INIT = os.environ.get("PROBE_LABEL_INIT", "name")  # name | prototype: soft labels from the K-shot [MASK] states
 if LABEL_INIT == "prototype":
     splits = []
@@ -91,7 +78,7 @@ if LABEL_INIT == "prototype":
     train_module.adamw = prototype_then_adamw
 
 cfg = TrainConfig(variant=variant, k=k, seed=seed, epochs=epochs, batch_size=8, eval_batch_size=64, max_seq_len=128, lr=lr, val_sample=300,
-                  num_threads=THREADS, bf16=True)
+                  num_threads=THREADS, bf16=True, fresh_head_init=HEAD_INIT)
 t = time.perf_counter()
 dataset = load_dataset(None)
 res = train_module.train(cfg, dataset)
