@@ -73,8 +73,24 @@ def current(records: list[dict], experiment: str | None) -> list[dict]:
     return [r for r in records if r.get("fingerprint") == study.cell_fingerprint(r["variant"], r["k"])]
 
 
+def superseded(records: list[dict], experiment: str) -> list[dict]:
+    """Records of an earlier configuration of their cell: kept in the file, left out of the table."""
+    kept = {id(r) for r in current(records, experiment)}
+    return [r for r in records if id(r) not in kept]
+
+
+def provenance(records: list[dict]) -> str:
+    """Which commits ran the rows (the `code` field; records before it existed have none)."""
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[r.get("code") or "unrecorded"] = counts.get(r.get("code") or "unrecorded", 0) + 1
+    return ", ".join(f"`{code}` {n}" for code, n in sorted(counts.items()))
+
+
 def render(fewshot_file: Path, peer_file: Path, full_file: Path, check_fingerprints: bool = True) -> str:
-    fewshot = study_finals(current(read_jsonl(fewshot_file), "semeval_results" if check_fingerprints else None))
+    fewshot_records = read_jsonl(fewshot_file)
+    fewshot = study_finals(current(fewshot_records, "semeval_results" if check_fingerprints else None))
+    earlier = study_finals(superseded(fewshot_records, "semeval_results")) if check_fingerprints else []
     peer = peer_finals(read_jsonl(peer_file))
     full = study_finals(current(read_jsonl(full_file), "semeval_full" if check_fingerprints else None))
     rows = fewshot + peer
@@ -100,6 +116,17 @@ def render(fewshot_file: Path, peer_file: Path, full_file: Path, check_fingerpri
         differences(rows, [("finetune", PEER), ("prompt_ki", PEER), ("prompt_ki", "finetune"),
                            ("cloce_s", "prompt_ki"), ("cloce_d", "prompt_ki")], KS),
     ]
+    parts += ["Trials per commit that ran them (the `code` field of each results-file line): "
+              + provenance(current(fewshot_records, "semeval_results" if check_fingerprints else None))
+              + ". `unrecorded`: before commit `fd2742d`, which also switched to the fused AdamW kernel (the "
+              "same update, other float rounding); each cell was run by one or the other, never both.", ""]
+    if earlier:
+        parts += ["## Earlier configurations (superseded, not in the tables above)", "",
+                  "Trials of a cell whose configuration has since changed (another fingerprint). So far: the "
+                  "prompt variants with a randomly initialised fresh MLM head transform, before "
+                  "`train.fresh_head_init = \"identity\"` (cloce/backbone.py: identity_transform) became the default.",
+                  "", to_markdown(fewshot_table(earlier, [v for v in VARIANTS if any(r["variant"] == v for r in earlier)],
+                                                KS, SEEDS))]
     if full:
         parts += ["## Full training set (6,507 sentences)", "",
                   to_markdown(fewshot_table(full, ["finetune", "prompt_ki", "cloce_d"], [0], sorted({r["seed"] for r in full})))]

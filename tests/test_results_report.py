@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from benchmarks.results_report import PEER, peer_finals, render, study_finals
+from benchmarks.results_report import PEER, peer_finals, provenance, render, study_finals, superseded
 
 
 def record(stage: str, variant: str, k: int, seed: int, val: float, test: float, **extra) -> dict:
@@ -38,6 +38,17 @@ def test_the_page_marks_what_has_not_run_yet(tmp_path):
     page = render(fewshot, tmp_path / "none.jsonl", tmp_path / "none.jsonl", check_fingerprints=False)
     assert "| finetune | 31.5 ± 0.7 |" in page
     assert "| prompt_ki | missing |" in page and "2/5" in page
+
+
+def test_records_of_an_earlier_configuration_are_set_apart_and_commits_counted():
+    from study.config import load_study_config
+
+    now = load_study_config("semeval_results").cell_fingerprint("prompt_ki", 8)
+    records = [record("final", "prompt_ki", 8, 2, 0.3, 0.3) | {"fingerprint": now, "code": "abc1234"},
+               record("final", "prompt_ki", 8, 3, 0.3, 0.3) | {"fingerprint": now},
+               record("final", "prompt_ki", 8, 4, 0.2, 0.2) | {"fingerprint": "an-older-one"}]
+    assert [r["seed"] for r in superseded(records, "semeval_results")] == [4]
+    assert provenance(records[:2]) == "`abc1234` 1, `unrecorded` 1"
 
 
 @pytest.mark.slow
