@@ -61,9 +61,10 @@ def contrastive_overhead(k: int = 16, epochs: int = 2) -> dict:
             "train_errors_per_epoch": [r.pairs.get("train_error", 0) for r in result.history]}
 
 
-def finetune_vs_hf_trainer(k: int = 16, epochs: int = 2, rounds: int = 2) -> dict:
+def finetune_vs_hf_trainer(k: int = 16, epochs: int = 2, rounds: int = 2, bf16: bool = False) -> dict:
     """Samples/s of training: cloce `finetune` vs `transformers.Trainer` fine-tuning the same
-    backbone ([CLS] head) on the same marker-encoded K-shot sentences, batch and length."""
+    backbone ([CLS] head) on the same marker-encoded K-shot sentences, batch and length; both
+    in their default fp32, or (`bf16`) both with bf16 autocast (cloce: where native only)."""
     from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer, TrainingArguments
 
     prep = prepare("finetune", k=k)
@@ -74,7 +75,7 @@ def finetune_vs_hf_trainer(k: int = 16, epochs: int = 2, rounds: int = 2) -> dic
 
     def cloce_finetune() -> float:
         config = TrainConfig(variant="finetune", k=k, epochs=epochs, batch_size=BATCH, kshot_val=True,
-                             test_sample=1, lr=3e-4)
+                             test_sample=1, lr=3e-4, bf16=bf16)
         history = train(config, prep.dataset).history
         return samples / sum(r.ce_seconds for r in history)
 
@@ -84,7 +85,7 @@ def finetune_vs_hf_trainer(k: int = 16, epochs: int = 2, rounds: int = 2) -> dic
             args = TrainingArguments(
                 output_dir=out, per_device_train_batch_size=BATCH, num_train_epochs=epochs, learning_rate=3e-4,
                 warmup_steps=int(0.1 * epochs * math.ceil(len(rows) / BATCH)), weight_decay=0.01, save_strategy="no", eval_strategy="no", report_to=[],
-                logging_strategy="no", use_cpu=True, seed=1, dataloader_num_workers=0, disable_tqdm=True,
+                logging_strategy="no", use_cpu=True, seed=1, dataloader_num_workers=0, disable_tqdm=True, bf16=bf16,
             )
             trainer = Trainer(model=model, args=args, train_dataset=rows,
                               data_collator=DataCollatorWithPadding(prep.pipeline.tokenizer))
@@ -93,7 +94,8 @@ def finetune_vs_hf_trainer(k: int = 16, epochs: int = 2, rounds: int = 2) -> dic
 
     speeds = alternate({"cloce": cloce_finetune, "hf_trainer": hf_trainer}, rounds)
     return {"samples": samples, "cloce_samples_per_s": speeds["cloce"], "hf_trainer_samples_per_s": speeds["hf_trainer"],
-            "ratio": speeds["cloce"] / speeds["hf_trainer"], "target": ">= 1.2"}
+            "ratio": speeds["cloce"] / speeds["hf_trainer"], "target": ">= 1.2", "bf16": bf16,
+            "hf_optimizer": "adamw_torch_fused (TrainingArguments default)"}
 
 
 if __name__ == "__main__":

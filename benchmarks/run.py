@@ -10,6 +10,7 @@ such; the others still run.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -34,6 +35,7 @@ def benchmarks() -> dict:
         "ce_pass": ("1. CE pass (prompt_ki, K=16, batch 16) vs a bare PyTorch loop", bench_train.ce_pass_vs_bare_loop),
         "contrastive": ("2. cloce_d contrastive step vs its CE pass, K=16", bench_train.contrastive_overhead),
         "hf_trainer": ("3. cloce finetune vs Hugging Face Trainer, samples/s", bench_train.finetune_vs_hf_trainer),
+        "hf_trainer_bf16": ("3b. the same, both with bf16 autocast", functools.partial(bench_train.finetune_vs_hf_trainer, bf16=True)),
         "predict": ("4. `cloce predict` vs bare inference_mode forward, samples/s", bench_predict.predict_vs_bare_forward),
         "ray_study": ("5. small study on Ray Tune + TorchTrainer vs in-process, wall time", bench_ray.study_on_ray_vs_in_process),
         "ray_trivial": ("5b. one trivial TorchTrainer trial: stock vs lean trainer vs local mode", bench_ray.trivial_trial_cost),
@@ -72,15 +74,20 @@ def write_report(results: dict, started: str, seconds: float, command: str) -> N
     lines = [
         "# Benchmarks", "",
         f"Command: `{command}` · commit `{commit()}` · {started} · {seconds / 60:.0f} min · {machine()}", "",
-        "| benchmark | ratio | target | verdict | measured |", "|---|---|---|---|---|",
+        "| benchmark | ratio | target | verdict | commit, date | measured |", "|---|---|---|---|---|---|",
     ]
     for key, (title, _) in benchmarks().items():
         if key not in results:
             continue
         r = results[key]
-        shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items() if k not in ("ratio", "target", "error")}
+        hidden = ("ratio", "target", "error", "commit", "date")
+        shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items() if k not in hidden}
+        when = f"`{r['commit']}` {r['date']}" if "commit" in r else "before per-row commits"
         ratio = f"{r['ratio']:.2f}" if "ratio" in r else ""
-        lines.append(f"| {title} | {ratio} | {r.get('target', '')} | {verdict(key, r)} | {r.get('error') or shown} |")
+        lines.append(f"| {title} | {ratio} | {r.get('target', '')} | {verdict(key, r)} | {when} | {r.get('error') or shown} |")
+    notes = HERE / "readings.md"  # hand-written readings of the figures, kept across re-runs
+    if notes.exists():
+        lines += ["", notes.read_text().rstrip()]
     (HERE / "RESULTS.md").write_text("\n".join(lines) + "\n")
 
 
@@ -96,9 +103,9 @@ def main(argv=None) -> int:
             continue
         print(f"running {title} ...", flush=True)
         try:
-            results[key] = run()
+            results[key] = run() | {"commit": commit(), "date": time.strftime("%Y-%m-%d %H:%M")}
         except Exception as err:  # one broken benchmark must not lose the others
-            results[key] = {"error": f"{type(err).__name__}: {err}"}
+            results[key] = {"error": f"{type(err).__name__}: {err}", "commit": commit(), "date": time.strftime("%Y-%m-%d %H:%M")}
             traceback.print_exc()
         print(f"  {results[key]}", flush=True)
         results_file.write_text(json.dumps(results, indent=1))
