@@ -17,16 +17,18 @@ from study import driver
 from study.config import load_study_config
 
 
-def small_study(seeds: tuple[int, ...], epochs: int, k: int):
+def small_study(seeds: tuple[int, ...], epochs: int, k: int, workers: int):
     return load_study_config("quick", {
         "study.variants": ["finetune"], "study.ks": [k], "study.seeds": list(seeds), "search.enabled": False,
         "train.epochs": epochs, "train.test_sample": 300, "train.num_threads": 2,
-        "resources.cpus_per_worker": 2, "search.max_concurrent_trials": 1,
+        "resources.workers_per_trial": workers, "resources.cpus_per_worker": 2, "search.max_concurrent_trials": 1,
     })
 
 
-def study_on_ray_vs_in_process(seeds=(1, 2, 3), epochs: int = 4, k: int = 8) -> dict:
-    study = small_study(seeds, epochs, k)
+def study_on_ray_vs_in_process(seeds=(1, 2, 3), epochs: int = 4, k: int = 8, workers: int = 1) -> dict:
+    """`workers` per trial: 1, the issue's set-up (a TorchTrainer with one worker), or 0, Ray
+    Train's local mode (the loop in the Tune trial's process; the one-machine default)."""
+    study = small_study(seeds, epochs, k, workers)
     configs = [study.train_config("finetune", k, seed, **study.default_hyperparams("finetune")) for seed in seeds]
     dataset = load_dataset(None)
     in_process = timed(lambda: [train(config, dataset) for config in configs])
@@ -41,7 +43,8 @@ def study_on_ray_vs_in_process(seeds=(1, 2, 3), epochs: int = 4, k: int = 8) -> 
                 on_ray = timed(lambda: driver.run_study(study, args))
     finally:
         driver.start_ray = real_start_ray
-    return {"trials": len(seeds), "epochs": epochs, "k": k, "in_process_s": in_process, "ray_study_s": on_ray,
+    return {"workers_per_trial": workers, "trials": len(seeds), "epochs": epochs, "k": k, "in_process_s": in_process,
+            "ray_study_s": on_ray,
             "ray_init_s": ray_init, "ratio": on_ray / in_process, "target": "<= 1.15",
             "per_trial_overhead_s": (on_ray - in_process) / len(seeds),
             "study_peak_rss_mib": memory.peak / 2**20}

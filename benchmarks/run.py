@@ -37,7 +37,10 @@ def benchmarks() -> dict:
         "hf_trainer": ("3. cloce finetune vs Hugging Face Trainer, samples/s", bench_train.finetune_vs_hf_trainer),
         "hf_trainer_bf16": ("3b. the same, both with bf16 autocast", functools.partial(bench_train.finetune_vs_hf_trainer, bf16=True)),
         "predict": ("4. `cloce predict` vs bare inference_mode forward, samples/s", bench_predict.predict_vs_bare_forward),
-        "ray_study": ("5. small study on Ray Tune + TorchTrainer vs in-process, wall time", bench_ray.study_on_ray_vs_in_process),
+        "ray_study": ("5. small study on Ray Tune + TorchTrainer (1 worker per trial) vs in-process, wall time",
+                      bench_ray.study_on_ray_vs_in_process),
+        "ray_study_local": ("5c. the same study in Ray Train's local mode (0 workers, the one-machine default)",
+                            functools.partial(bench_ray.study_on_ray_vs_in_process, workers=0)),
         "ray_trivial": ("5b. one trivial TorchTrainer trial: stock vs lean trainer vs local mode", bench_ray.trivial_trial_cost),
         "memory": ("6. peak RSS of one training run (cloce_d, K=16)", bench_memory.training_run_peak_rss),
     }
@@ -111,7 +114,7 @@ def main(argv=None) -> int:
         results_file.write_text(json.dumps(results, indent=1))
         write_report(results, started, time.perf_counter() - begin, " ".join(["python benchmarks/run.py", *(argv or sys.argv[1:])]))
     print((HERE / "RESULTS.md").read_text())
-    print("Ray vs in-process (5) and a study's peak RSS need a quiet machine for ~10 minutes: --only ray_study ray_trivial")
+    print("Ray vs in-process (5) and a study's peak RSS need a quiet machine for ~10 minutes: --only ray_study ray_study_local ray_trivial")
     return 0
 
 
