@@ -87,34 +87,30 @@ def semeval_labels() -> LabelMap:
     return LabelMap.from_labels(["Other", "Cause-Effect(e1,e2)", "Cause-Effect(e2,e1)"])
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory, bert_path) -> str:
-    """A tiny random BERT masked LM saved like a hub checkpoint (the study loads it by path)."""
+def save_tiny_bert(directory, bert_path, with_mlm_head: bool) -> str:
+    """A tiny random BERT saved like a hub checkpoint, with the bundled tokenizer."""
     import torch
-    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, BertModel
 
     torch.manual_seed(0)
-    directory = tmp_path_factory.mktemp("tiny_bert")
     config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=256)
-    BertForMaskedLM(config).save_pretrained(str(directory))
+    model = BertForMaskedLM(config) if with_mlm_head else BertModel(config, add_pooling_layer=False)
+    model.save_pretrained(str(directory))
     AutoTokenizer.from_pretrained(bert_path).save_pretrained(str(directory))
     return str(directory)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, bert_path) -> str:
+    """A tiny random BERT masked LM (the study loads it by path)."""
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny_bert"), bert_path, with_mlm_head=True)
 
 
 @pytest.fixture(scope="session")
 def tiny_encoder_dir(tmp_path_factory, bert_path) -> str:
-    """A tiny random BERT saved without an MLM head, like the bundled sentence encoder."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    torch.manual_seed(0)
-    directory = tmp_path_factory.mktemp("tiny_encoder")
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=256)
-    BertModel(config, add_pooling_layer=False).save_pretrained(str(directory))
-    AutoTokenizer.from_pretrained(bert_path).save_pretrained(str(directory))
-    return str(directory)
+    """A tiny random BERT without an MLM head, like the bundled sentence encoder."""
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny_encoder"), bert_path, with_mlm_head=False)
 
 
 @pytest.fixture(scope="session")
