@@ -15,8 +15,10 @@ Every study logs to MLflow like any other (./mlflow.db unless --tracking-uri).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -30,6 +32,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 FEWSHOT, FULL, PEER = RESULTS / "semeval_fewshot.jsonl", RESULTS / "semeval_full.jsonl", RESULTS / "hf_peer.jsonl"
+WALL_TIME = RESULTS / "wall_time.jsonl"  # one line per part run, finished or interrupted
 REPORT = REPO / "docs" / "results.md"
 PEER_LRS = (5e-5, 1e-4, 2e-4, 5e-4)
 
@@ -43,6 +46,24 @@ def run_study(experiment: str, results_file: Path, extra: list[str], tracking_ur
     return subprocess.run(command, cwd=REPO).returncode
 
 
+@contextlib.contextmanager
+def timed_part(part: str):
+    """Appends the part's wall time to WALL_TIME when it ends, also when it is interrupted
+    (Ctrl-C, or SIGTERM, turned into an exit below), so the page can say what the run cost."""
+    from study.ledger import code_version
+
+    started, finished = time.time(), False
+    try:
+        yield
+        finished = True
+    finally:
+        line = {"part": part, "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(started)),
+                "seconds": round(time.time() - started, 1), "finished": finished, "code": code_version(),
+                "machine": f"{os.cpu_count()} cores"}
+        with WALL_TIME.open("a") as out:
+            out.write(json.dumps(line) + "\n")
+
+
 def run_all(ks: list[int], tracking_uri: str | None, with_full: bool) -> None:
     from benchmarks.hf_peer import budget_from, run_peer
     from cloce.data.dataset import load_dataset
@@ -53,20 +74,23 @@ def run_all(ks: list[int], tracking_uri: str | None, with_full: bool) -> None:
     budget = budget_from(config, PEER_LRS, study.search.search_seed, tuple(study.seeds))
     dataset = load_dataset(None)
     for k in ks:
-        code = run_study("semeval_results", FEWSHOT, ["--ks", str(k)], tracking_uri)
+        with timed_part(f"K={k} study"):
+            code = run_study("semeval_results", FEWSHOT, ["--ks", str(k)], tracking_uri)
         if code != 0:
             print(f"the K={k} study exited with {code}; its finished trials are kept", flush=True)
-        run_peer(dataset, [k], budget, PEER)
+        with timed_part(f"K={k} peer"):
+            run_peer(dataset, [k], budget, PEER)
         write_report()
     if with_full:
-        run_study("semeval_full", FULL, [], tracking_uri)
+        with timed_part("full-data study"):
+            run_study("semeval_full", FULL, [], tracking_uri)
         write_report()
 
 
 def write_report() -> None:
     from benchmarks.results_report import render
 
-    REPORT.write_text(render(FEWSHOT, PEER, FULL))
+    REPORT.write_text(render(FEWSHOT, PEER, FULL, wall_file=WALL_TIME))
     print(f"wrote {REPORT}", flush=True)
 
 
@@ -78,6 +102,7 @@ def main(argv=None) -> int:
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default ./mlflow.db)")
     args = parser.parse_args(argv)
     if not args.report:
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `kill`: still log the interrupted part's time
         started = time.perf_counter()
         run_all(args.ks, args.tracking_uri, not args.no_full)
         print(f"results run finished in {(time.perf_counter() - started) / 60:.0f} min", flush=True)

@@ -87,7 +87,28 @@ def provenance(records: list[dict]) -> str:
     return ", ".join(f"`{code}` {n}" for code, n in sorted(counts.items()))
 
 
-def render(fewshot_file: Path, peer_file: Path, full_file: Path, check_fingerprints: bool = True) -> str:
+def wall_time(wall_file: Path | None, unrecorded: list[dict]) -> str:
+    """What the run has cost so far, from the parts' wall-time lines (interrupted ones included),
+    and the training time of the trials run before those lines existed."""
+    lines = read_jsonl(wall_file) if wall_file else []
+    trial_seconds = sum(e.get("seconds", 0.0) for r in unrecorded for e in r.get("history", []))
+    before = (f" Before it existed {len(unrecorded)} trials of the tables ran (those without a `code` field): "
+              f"{trial_seconds / 60:.0f} min of training and validation, two trials at a time, plus their test "
+              "passes and the K=8 peer.") if unrecorded else ""
+    if not lines:
+        return "Wall time: not recorded yet." + before
+    total = sum(line["seconds"] for line in lines)
+    by_part: dict[str, float] = {}
+    for line in lines:
+        by_part[line["part"]] = by_part.get(line["part"], 0.0) + line["seconds"]
+    parts = ", ".join(f"{part} {seconds / 60:.0f} min" for part, seconds in by_part.items())
+    interrupted = sum(not line["finished"] for line in lines)
+    return (f"Wall time recorded so far: {total / 3600:.1f} h over {len(lines)} runs of its parts ({parts}); "
+            f"{interrupted} of them interrupted and continued later (`{wall_file.name}`)." + before)
+
+
+def render(fewshot_file: Path, peer_file: Path, full_file: Path, check_fingerprints: bool = True,
+           wall_file: Path | None = None) -> str:
     fewshot_records = read_jsonl(fewshot_file)
     fewshot = study_finals(current(fewshot_records, "semeval_results" if check_fingerprints else None))
     earlier = study_finals(superseded(fewshot_records, "semeval_results")) if check_fingerprints else []
@@ -104,6 +125,13 @@ def render(fewshot_file: Path, peer_file: Path, full_file: Path, check_fingerpri
         "over the seeds that finished; test at the best val epoch. `hf_trainer_peer`: the Hugging Face "
         "`Trainer` ([CLS] head, cloce's entity markers, the same K-shot samples and budget, lr chosen on val "
         "from " + ", ".join(f"{lr:g}" for lr in (5e-5, 1e-4, 2e-4, 5e-4)) + ").",
+        "",
+        "Every trial is an MLflow run (./mlflow.db; parent run per study invocation, experiment "
+        "`cloce-semeval_results`; the full-data runs `cloce-semeval_full`): `mlflow ui --backend-store-uri "
+        "sqlite:///mlflow.db`; each parent run holds the table and plots of its invocation. The peer is not a "
+        "study: its runs are lines of `hf_peer.jsonl` only. "
+        + wall_time(wall_file, [r for r in current(fewshot_records, "semeval_results" if check_fingerprints else None)
+                                if not r.get("code")]),
         "",
         "## Few-shot (K per relation, seeds 1-5)",
         "",
