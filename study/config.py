@@ -11,7 +11,10 @@ trains every seed of `study.seeds` with the chosen values.
     [search]            num_samples, search_seed, max_concurrent_trials, asha, grace_period, enabled
     [resources]         workers_per_trial, use_gpu, cpus_per_worker, gpus_per_worker, max_failures
     [spaces.<variant>]  lr, cl_lr = [low, high] (log-uniform), margin = [low, high] (uniform);
-                        a key left out keeps DEFAULT_SPACES' range, `[]` fixes it (not searched)
+                        a key left out keeps DEFAULT_SPACES' range, `[]` fixes it (not searched);
+                        lr = "<variant>" takes the lr that variant's search chose at the same K
+                        (listed earlier in study.variants): cloce_s/cloce_d on prompt_ki's lr
+                        spend their search on what the contrastive step adds
 
 A searched parameter overrides the same [train] key. With `search.enabled = false` it takes
 its [train] value when there is one, else the midpoint of its range (`default_hyperparams`).
@@ -55,6 +58,8 @@ class SearchSpace:
     lr: tuple[float, float]  # classification lr, log-uniform
     cl_lr: tuple[float, float] | None = None  # contrastive lr, log-uniform (cloce_s / cloce_d)
     margin: tuple[float, float] | None = None  # uniform (cloce_s / cloce_d)
+    # Not searched: the lr chosen for this variant's cell at the same K (study.stages.run_search).
+    lr_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -103,7 +108,7 @@ class StudyConfig:
         """Values of the searched parameters when there is no search: [train]'s, else the midpoint."""
         values = {}
         for name, span in asdict(self.search_space(variant)).items():
-            if span is None:
+            if span is None or name == "lr_from":
                 continue
             low, high = span
             midpoint = math.sqrt(low * high) if name in LOG_UNIFORM else (low + high) / 2
@@ -275,6 +280,11 @@ def _build(raw: dict, problems: list[str]) -> StudyConfig | None:
         ks=study["ks"], seeds=study["seeds"], train=train, search=SearchConfig(**search), spaces=spaces,
         resources=ResourcesConfig(**resources), requires_data_dir=study["requires_data_dir"],
     )
+    for variant in config.variants:
+        source = config.search_space(variant).lr_from
+        if source and (source not in config.variants or config.variants.index(source) > config.variants.index(variant)):
+            problems.append(f"spaces.{variant}.lr: takes {source}'s chosen lr, so {source} must be in study.variants "
+                            f"before {variant}; variants: {config.variants}")
     for variant in config.variants:  # the fixed values of a search-free study must make a valid trial too
         try:
             config.train_config(variant, config.ks[0], config.seeds[0], **config.default_hyperparams(variant))
@@ -325,6 +335,11 @@ def _read_spaces(raw: dict, problems: list[str]) -> dict[str, SearchSpace]:
                 problems.append(f"{key}: only {', '.join(CONTRASTIVE_VARIANTS)} have a contrastive step; allowed here: lr")
             elif span == [] and name != "lr":
                 values[name] = None  # fixed: not searched
+            elif name == "lr" and isinstance(span, str):
+                if span not in VARIANTS or span == variant:
+                    problems.append(f"{key}: {span!r} is not another variant; a variant name (its chosen lr) "
+                                    f"or a [low, high] range")
+                values["lr_from"] = span
             else:
                 values[name] = _typed(key, span, tuple[float, float], problems)
                 if values[name] is not _BAD:

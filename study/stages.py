@@ -110,8 +110,19 @@ def records_of(grid, variant: str, k: int, stage: str) -> list[dict]:
     return rows
 
 
+def inherited_params(study: StudyConfig, variant: str, k: int, chosen: dict) -> dict:
+    """The hyper-parameters a cell takes from another cell's search (spaces.<variant>.lr = "<source>")."""
+    source = study.search_space(variant).lr_from
+    if not source or not study.search.enabled:
+        return {}
+    if (source, k) not in chosen:
+        raise RuntimeError(f"{variant} K={k} takes its lr from {source} (spaces.{variant}.lr), "
+                           f"whose K={k} search has not finished")
+    return {"lr": chosen[(source, k)]["lr"]}
+
+
 def run_search(study: StudyConfig, context: TrialContext, tune_dir: str, resume: bool, callbacks,
-               ledger: TrialLedger | None = None) -> tuple[dict, list[dict]]:
+               ledger: TrialLedger | None = None, fixed: dict | None = None) -> tuple[dict, list[dict]]:
     """Stage 1 for one cell: (best hyper-parameters, the search trials' records). Trials
     already in the ledger are told to Optuna as evaluated; only the rest run."""
     from ray import tune
@@ -119,8 +130,11 @@ def run_search(study: StudyConfig, context: TrialContext, tune_dir: str, resume:
 
     if not study.search.enabled:
         return study.default_hyperparams(context.variant), []
+    fixed = fixed or {}
     fingerprint = study.cell_fingerprint(context.variant, context.k)
     done = ledger.of("search", context.variant, context.k, fingerprint) if ledger else []
+    # Searched under another inherited value (the source cell chose again): not this search's.
+    done = [r for r in done if all(r["config"].get(name) == value for name, value in fixed.items())]
     if len(done) >= study.search.num_samples:
         return best_config(done, context), done
     epochs = study.train_config(context.variant, context.k, study.search.search_seed).epochs
@@ -129,7 +143,8 @@ def run_search(study: StudyConfig, context: TrialContext, tune_dir: str, resume:
         # A resumed search continues with another seed: the first seed's random start-up
         # points would be the ones already evaluated.
         search_alg=OptunaSearch(metric=OBJECTIVE, mode=MODE, seed=study.search.search_seed + 1000 * len(done),
-                                points_to_evaluate=[r["config"] for r in done] or None,
+                                points_to_evaluate=[{n: v for n, v in r["config"].items() if n not in fixed}
+                                                    for r in done] or None,
                                 evaluated_rewards=[r["val_micro_f1"] for r in done] or None),
         scheduler=scheduler,
         num_samples=study.search.num_samples - len(done),
@@ -141,7 +156,7 @@ def run_search(study: StudyConfig, context: TrialContext, tune_dir: str, resume:
     )
     if ledger:
         callbacks = [*callbacks, LedgerWriter(ledger, context.variant, context.k, "search", fingerprint)]
-    grid = run_cell(context, tune_dir, search_space(study, context.variant), tune_config, resume, callbacks)
+    grid = run_cell(context, tune_dir, search_space(study, context.variant) | fixed, tune_config, resume, callbacks)
     records = done + records_of(grid, context.variant, context.k, "search")
     return best_config(records, context), records
 
@@ -189,16 +204,21 @@ def run_study_cells(study: StudyConfig, base: TrialContext, study_dir: Path, res
     cells_dir.mkdir(parents=True, exist_ok=True)
     tune_dir = str((study_dir / "tune").resolve()) if "://" not in str(study_dir) else str(study_dir / "tune")
     finals: list[dict] = []
+    chosen: dict[tuple[str, int], dict] = {}  # (variant, K) -> its chosen hyper-parameters
     for variant in study.variants:
         for k in study.ks:
             cell_file = cells_dir / f"{variant}-K{k}.json"
             if resume and cell_file.exists():
-                finals.extend(json.loads(cell_file.read_text())["final"])
+                done = json.loads(cell_file.read_text())
+                chosen[(variant, k)] = done["best_config"]
+                finals.extend(done["final"])
                 print(f"[resume] {variant} K={k}: already finished, not re-run", flush=True)
                 continue
             try:
+                fixed = inherited_params(study, variant, k, chosen)
                 best, searched = run_search(study, replace(base, stage="search", variant=variant, k=k), tune_dir,
-                                            resume, callbacks, ledger)
+                                            resume, callbacks, ledger, fixed)
+                chosen[(variant, k)] = best
                 final = run_final(study, replace(base, stage="final", variant=variant, k=k), best, searched, tune_dir,
                                   resume, callbacks, ledger)
             except Exception as err:  # a failed cell never takes the study down; --resume retries it

@@ -106,7 +106,20 @@ def test_empty_range_fixes_a_parameter(tmp_path):
     assert "margin" not in config.default_hyperparams("cloce_s")
 
 
+def test_a_variant_can_take_another_variants_chosen_lr(tmp_path):
+    config = load_study_config(write(tmp_path, MINIMAL + '\n[spaces.cloce_s]\nlr = "prompt"\n'))
+    assert config.search_space("cloce_s").lr_from == "prompt"
+    assert config.to_dict()["spaces"]["cloce_s"]["lr_from"] == "prompt"
+    # What the cell's records depend on changes; the source cell's does not.
+    plain = load_study_config(write(tmp_path, MINIMAL))
+    assert config.cell_fingerprint("cloce_s", 8) != plain.cell_fingerprint("cloce_s", 8)
+    assert config.cell_fingerprint("prompt", 8) == plain.cell_fingerprint("prompt", 8)
+
+
 @pytest.mark.parametrize("extra, expected", [
+    ('\n[spaces.cloce_s]\nlr = "bert"\n', ["spaces.cloce_s.lr", "'bert' is not another variant"]),
+    ('\n[spaces.cloce_s]\nlr = "prompt_ki"\n', ["spaces.cloce_s.lr", "prompt_ki must be in study.variants before cloce_s"]),
+    ('\n[spaces.prompt]\nlr = "cloce_s"\n', ["spaces.prompt.lr", "cloce_s must be in study.variants before prompt"]),
     ("\n[extras]\na = 1\n", ["extras: unknown section", "allowed: study, train, search, resources, spaces"]),
     ("\n[resources]\nworkers = 2\n", ["resources.workers: unknown key", "allowed:", "workers_per_trial"]),
     ("\n[spaces.prompt]\nlr = [5e-4, 1e-5]\n", ["spaces.prompt.lr", "0 < low < high", "[0.0005, 1e-05]"]),

@@ -27,12 +27,12 @@ def test_records_are_found_by_stage_variant_and_k(tmp_path):
     assert again.of("search", "prompt", 16) == []
 
 
-def run_study(data_dir, model_dir, tmp_path, name: str, results, num_samples: int):
+def run_study(data_dir, model_dir, tmp_path, name: str, results, num_samples: int, variants=("prompt_ki",), *extra):
     command = [
-        "python", str(SCRIPT), "--data-dir", str(data_dir), "--model", str(model_dir), "--variants", "prompt_ki",
+        "python", str(SCRIPT), "--data-dir", str(data_dir), "--model", str(model_dir), "--variants", *variants,
         "--ks", "2", "--seeds", "1", "2", "--num-samples", str(num_samples), "--epochs", "1",
         "--study-dir", str(tmp_path / name), "--tracking-uri", f"sqlite:///{tmp_path / name}.db", "--num-cpus", "2",
-        "--set", "search.asha=false", "--set", "train.num_threads=1", "--results-file", str(results),
+        "--set", "search.asha=false", "--set", "train.num_threads=1", "--results-file", str(results), *extra,
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=900, env=study_env(), cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -86,3 +86,17 @@ def test_masked_lm_adaptation_changes_the_prompt_cells_only():
     base, adapted = load_study_config("quick"), load_study_config("quick", {"train.mlm_adapt_steps": 100})
     assert base.cell_fingerprint("finetune", 8) == adapted.cell_fingerprint("finetune", 8)
     assert base.cell_fingerprint("prompt_ki", 8) != adapted.cell_fingerprint("prompt_ki", 8)
+
+
+@pytest.mark.slow
+def test_cloce_searches_on_the_lr_prompt_ki_chose(tiny_semeval_dir, tiny_model_dir, tmp_path):
+    """spaces.cloce_s.lr = "prompt_ki": cloce_s's search trials all train at prompt_ki's chosen lr."""
+    results = tmp_path / "results.jsonl"
+    run_study(tiny_semeval_dir, tiny_model_dir, tmp_path, "inherit", results, 2, ("prompt_ki", "cloce_s"),
+              "--set", "spaces.cloce_s.lr=prompt_ki")
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    prompt_ki = [r for r in records if r["variant"] == "prompt_ki" and r["stage"] == "search"]
+    chosen = max(prompt_ki, key=lambda r: r["val_micro_f1"])["config"]["lr"]
+    cloce = [r for r in records if r["variant"] == "cloce_s"]
+    assert len(cloce) == 3 and {r["config"]["lr"] for r in cloce} == {chosen}
+    assert len({r["config"]["cl_lr"] for r in cloce if r["stage"] == "search"}) == 2  # still searched
