@@ -77,6 +77,36 @@ if LABEL_INIT == "prototype":
 
     train_module.adamw = prototype_then_adamw
 
+if os.environ.get("PROBE_MARKERS") == "1":  # the prompt's sentence with @ head @ ... # tail # markers
+    import cloce.prompt as prompt_module
+    from cloce.encoding import keep_window, text_pieces
+    from transformers import AutoTokenizer
+    from cloce.backbone import default_model_path
+
+    tok = AutoTokenizer.from_pretrained(default_model_path())
+    at, hash_ = tuple(text_pieces(tok, "@")), tuple(text_pieces(tok, "#"))
+
+    def marked_sentence_pieces(instance, budget):
+        spans = sorted([(instance.head, at), (instance.tail, hash_)], key=lambda s: s[0].start)
+        words, cursor, opened = [], 0, []
+        for span, mark in spans:
+            words.extend(instance.words[cursor:span.start])
+            opened.append(len(words))
+            words.append(mark)
+            words.extend(instance.words[span.start:span.end])
+            words.append(mark)
+            cursor = max(cursor, span.end)
+        words.extend(instance.words[cursor:])
+        starts = [0]
+        for w in words:
+            starts.append(starts[-1] + len(w))
+        flat = [p for w in words for p in w]
+        lo, hi = starts[opened[0]], starts[min(len(words), opened[1] + 1)]
+        start, end = keep_window(len(flat), budget, (lo, hi))
+        return flat[start:end]
+
+    prompt_module.sentence_pieces = marked_sentence_pieces
+
 cfg = TrainConfig(variant=variant, k=k, seed=seed, epochs=epochs, batch_size=8, eval_batch_size=64, max_seq_len=128, lr=lr, val_sample=300,
                   num_threads=THREADS, bf16=True, fresh_head_init=HEAD_INIT)
 t = time.perf_counter()
@@ -91,5 +121,5 @@ flips = sum(base(g) == base(p) and "(" in labels[g] for g, p in errors)
 print(json.dumps({"variant": variant, "k": k, "lr": lr, "epochs": epochs, "head_lr_scale": scale, "seed": seed,
                   "test_micro_f1": round(100 * res.test.micro_f1, 1), "best_val": round(100 * res.best_val.micro_f1, 1),
                   "best_epoch": res.best_epoch, "val_curve": [round(100 * r.val_micro_f1, 1) for r in res.history],
-                  "seconds": round(time.perf_counter() - t, 1), "threads": THREADS, "head_init": HEAD_INIT, "label_init": LABEL_INIT,
+                  "seconds": round(time.perf_counter() - t, 1), "threads": THREADS, "head_init": HEAD_INIT, "label_init": LABEL_INIT, "markers": os.environ.get("PROBE_MARKERS") == "1",
                   "test_errors": len(errors), "direction_flips": flips}), flush=True)

@@ -130,7 +130,10 @@ class StudyConfig:
             unused += tuple(name for name in train if name.startswith("mlm_adapt")) + ("fresh_head_init",)
         for name in unused:
             train.pop(name, None)
-        parts = {"train": train, "data": vars(self.data_config()), "space": asdict(self.search_space(variant)),
+        space = asdict(self.search_space(variant))
+        if space["lr_from"] is None:  # added later: at its neutral value it leaves earlier records valid
+            del space["lr_from"]
+        parts = {"train": train, "data": vars(self.data_config()), "space": space,
                  # Not num_samples: more search trials extend a search, its finished ones still count.
                  "search": [self.search.enabled, self.search.search_seed, self.search.asha, self.search.grace_period]}
         return hashlib.sha1(json.dumps(_plain(parts), sort_keys=True, default=str).encode()).hexdigest()[:12]
