@@ -49,6 +49,7 @@ def save_checkpoint(pipeline: RelationPipeline, directory: str | Path, extra: di
         "type_names": list(pipeline.vocab.type_names) if pipeline.vocab else [],
         "max_seq_len": _max_seq_len(pipeline),
         "head_pretrained": pipeline.head_pretrained,
+        "sentence_markers": bool(getattr(pipeline.template, "sentence_markers", False)),
         "extra": extra or {},
     }
     (directory / CONFIG).write_text(json.dumps(meta, indent=2))
@@ -77,7 +78,8 @@ def load_checkpoint(directory: str | Path) -> RelationPipeline:
     config = AutoConfig.from_pretrained(str(directory / BACKBONE_DIR))
     tokenizer = load_word_tokenizer(str(directory / TOKENIZER_DIR))
     pipeline = build_pipeline(
-        variant, label_map, type_names, meta.get("model_name"), max_seq_len, backbone_config=config, tokenizer=tokenizer
+        variant, label_map, type_names, meta.get("model_name"), max_seq_len, backbone_config=config, tokenizer=tokenizer,
+        sentence_markers=bool(meta.get("sentence_markers", False)),
     )
     pipeline.head_pretrained = bool(meta.get("head_pretrained", False))
     try:

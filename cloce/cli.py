@@ -41,6 +41,8 @@ TRAIN_HELP = {
     "cl_vector": "CLoCE-D sentence vector: 'mask' ([MASK] state) or 'mean' (mean-pooled encoder states)",
     "fresh_head_init": "how the MLM head transform starts when the checkpoint has none (the bundled MiniLM): "
                        "'identity' (the [MASK] state as the encoder made it) or 'random'",
+    "sentence_markers": "prompt variants: mark the entities in the sentence too (@ head @ ... # tail #), "
+                        "as the fine-tuning input does; not the paper's template",
     "mlm_adapt_steps": "masked-LM adaptation of the backbone on the unlabelled train sentences before "
                        "prompt-tuning, in steps (prompt variants only; 0 = off); cached and shared by every run",
     "mlm_adapt_lr": "learning rate of the masked-LM adaptation",

@@ -58,6 +58,9 @@ class TrainConfig:
     # How the MLM head transform starts when the checkpoint has none (the bundled MiniLM):
     # "identity" passes the [MASK] state through unrotated (cloce/backbone.py: identity_transform).
     fresh_head_init: Literal["identity", "random"] = "identity"
+    # Prompt variants: `@ head @ ... # tail #` in the sentence as well, as the fine-tuning input
+    # has them. Not the paper's template, so off by default; see README for what it gave.
+    sentence_markers: bool = False
     mlm_adapt_steps: int = 0
     mlm_adapt_lr: float = 5e-5
     mlm_adapt_batch_size: int = 32

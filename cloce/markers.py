@@ -30,19 +30,8 @@ class EntityMarkerTemplate:
         return [self._mark[outer], self._mark[inner], *type_words, self._mark[inner]]
 
     def encode(self, instance: TokenizedInstance) -> Encoded:
-        marked: list[Word] = []
-        opening: dict[str, int] = {}
-        spans = sorted([("head", instance.head, "@", "*"), ("tail", instance.tail, "#", "^")], key=lambda s: s[1].start)
-        cursor = 0
-        for role, span, outer, inner in spans:
-            marked.extend(instance.words[cursor : span.start])
-            opening[role] = len(marked)
-            marked.extend(self._open(outer, inner, span.type))
-            marked.extend(instance.words[span.start : span.end])
-            marked.append(self._mark[outer])
-            cursor = max(cursor, span.end)
-        marked.extend(instance.words[cursor:])
-
+        openers = {"head": self._open("@", "*", instance.head.type), "tail": self._open("#", "^", instance.tail.type)}
+        marked, opening = mark_entities(instance, openers, {"head": self._mark["@"], "tail": self._mark["#"]})
         starts = [0]
         for word in marked:
             starts.append(starts[-1] + len(word))
@@ -56,3 +45,22 @@ class EntityMarkerTemplate:
         # Entities further apart than the budget: the far marker is cut, read the window's edge instead.
         anchors = tuple(min(at + offset, len(ids) - 2) for at in (head_at, tail_at))
         return Encoded(ids, types, anchors, instance.label)
+
+
+def mark_entities(instance: TokenizedInstance, openers: dict[str, list[Word]],
+                  closers: dict[str, Word]) -> tuple[list[Word], dict[str, int]]:
+    """The sentence's words with `openers[role]` before and `closers[role]` after each entity
+    (role: head, tail); also where each opener starts, in words."""
+    marked: list[Word] = []
+    opening: dict[str, int] = {}
+    spans = sorted([("head", instance.head), ("tail", instance.tail)], key=lambda s: s[1].start)
+    cursor = 0
+    for role, span in spans:
+        marked.extend(instance.words[cursor : span.start])
+        opening[role] = len(marked)
+        marked.extend(openers[role])
+        marked.extend(instance.words[span.start : span.end])
+        marked.append(closers[role])
+        cursor = max(cursor, span.end)
+    marked.extend(instance.words[cursor:])
+    return marked, opening

@@ -51,6 +51,7 @@ def build_pipeline(
     backbone_config=None,
     tokenizer=None,
     fresh_head_init: FreshHeadInit = "identity",
+    sentence_markers: bool = False,
 ) -> RelationPipeline:
     """Pre-trained weights by default; a `backbone_config` builds the same thing randomly
     initialised (tests, and checkpoints that load their own weights afterwards)."""
@@ -72,7 +73,8 @@ def build_pipeline(
     with torch.no_grad():
         mlm.get_input_embeddings().weight[base_size:] = init_rows
         _zero_new_decoder_bias(mlm, base_size)
-    template = PromptTemplate(tokenizer, vocab, use_types=variant.inject_types, max_seq_len=max_seq_len)
+    template = PromptTemplate(tokenizer, vocab, use_types=variant.inject_types, max_seq_len=max_seq_len,
+                              sentence_markers=sentence_markers)
     model = PromptRelationModel(mlm, loaded.head_name, vocab.label_ids)
     return RelationPipeline(variant, path, tokenizer, template, model, label_map, vocab, loaded.head_pretrained)
 

@@ -110,6 +110,7 @@ def train(
     pipeline = build_pipeline(
         variant, dataset.label_map, types, str(adapted.path) if adapted else config.model, config.max_seq_len,
         backbone_config=None if adapted else backbone_config, fresh_head_init=config.fresh_head_init,
+        sentence_markers=config.sentence_markers,
     )
     train_tokens = pipeline.tokenize(train_instances)
     train_split = EncodedSplit(pipeline.encode(train_tokens))

@@ -7,7 +7,8 @@ parameters outside the encoder (the MLM head transform and bias / the marker cla
 HEAD_LR_SCALE x LR, and prints one JSON line. PROBE_HEAD_INIT=identity|random sets how the
 fresh MLM head transform starts (identity, the default since these runs; the records before
 that option existed, without "head_init" or with "random", ran random); PROBE_LABEL_INIT=prototype
-starts the soft labels from the centred mean [MASK] state of each relation's K-shot sentences.
+starts the soft labels from the centred mean [MASK] state of each relation's K-shot sentences;
+PROBE_MARKERS=1 sets TrainConfig.sentence_markers.
 """
 import json, os, sys, time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -77,38 +78,10 @@ if LABEL_INIT == "prototype":
 
     train_module.adamw = prototype_then_adamw
 
-if os.environ.get("PROBE_MARKERS") == "1":  # the prompt's sentence with @ head @ ... # tail # markers
-    import cloce.prompt as prompt_module
-    from cloce.encoding import keep_window, text_pieces
-    from transformers import AutoTokenizer
-    from cloce.backbone import default_model_path
-
-    tok = AutoTokenizer.from_pretrained(default_model_path())
-    at, hash_ = tuple(text_pieces(tok, "@")), tuple(text_pieces(tok, "#"))
-
-    def marked_sentence_pieces(instance, budget):
-        spans = sorted([(instance.head, at), (instance.tail, hash_)], key=lambda s: s[0].start)
-        words, cursor, opened = [], 0, []
-        for span, mark in spans:
-            words.extend(instance.words[cursor:span.start])
-            opened.append(len(words))
-            words.append(mark)
-            words.extend(instance.words[span.start:span.end])
-            words.append(mark)
-            cursor = max(cursor, span.end)
-        words.extend(instance.words[cursor:])
-        starts = [0]
-        for w in words:
-            starts.append(starts[-1] + len(w))
-        flat = [p for w in words for p in w]
-        lo, hi = starts[opened[0]], starts[min(len(words), opened[1] + 1)]
-        start, end = keep_window(len(flat), budget, (lo, hi))
-        return flat[start:end]
-
-    prompt_module.sentence_pieces = marked_sentence_pieces
 
 cfg = TrainConfig(variant=variant, k=k, seed=seed, epochs=epochs, batch_size=8, eval_batch_size=64, max_seq_len=128, lr=lr, val_sample=300,
-                  num_threads=THREADS, bf16=True, fresh_head_init=HEAD_INIT)
+                  num_threads=THREADS, bf16=True, fresh_head_init=HEAD_INIT,
+                  sentence_markers=os.environ.get("PROBE_MARKERS") == "1")  # @ head @ ... # tail # in the sentence
 t = time.perf_counter()
 dataset = load_dataset(None)
 res = train_module.train(cfg, dataset)

@@ -127,9 +127,12 @@ class StudyConfig:
         train = self.train_config(variant, k, 0).to_dict()
         unused = ("seed", "num_threads")  # the seed is the record's own; threads change no number
         if get_variant(variant).head == "marker":  # fine-tuning reads no MLM head: adaptation is not its
-            unused += tuple(name for name in train if name.startswith("mlm_adapt")) + ("fresh_head_init",)
+            unused += tuple(name for name in train if name.startswith("mlm_adapt")) + ("fresh_head_init", "sentence_markers")
         for name in unused:
             train.pop(name, None)
+        for name, neutral in ADDED_TRAIN_FIELDS.items():  # at their neutral value: as before they existed
+            if train.get(name, neutral) == neutral:
+                train.pop(name, None)
         space = asdict(self.search_space(variant))
         if space["lr_from"] is None:  # added later: at its neutral value it leaves earlier records valid
             del space["lr_from"]
@@ -146,6 +149,10 @@ class StudyConfig:
         out["spaces"] = {v: asdict(self.search_space(v)) for v in dict.fromkeys([*self.variants, *self.spaces])}
         return _plain(out)
 
+
+# TrainConfig fields added after results files were recorded, with the value that behaves as
+# before they existed: left out of a cell's fingerprint at that value, so those records still count.
+ADDED_TRAIN_FIELDS = {"sentence_markers": False}
 
 DEFAULT_SPACES: dict[str, SearchSpace] = {
     name: SearchSpace(lr=(1e-5, 5e-4), cl_lr=(1e-6, 1e-4), margin=(0.1, 1.0))

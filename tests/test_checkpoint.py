@@ -35,12 +35,14 @@ def test_predict_from_checkpoint_equals_in_training_predictions(trained, tmp_pat
     assert all(0.0 < r["score"] <= 1.0 and "token" in r and "relation" in r for r in rows)
 
 
-def test_finetune_checkpoint_round_trip(tiny_bert_config, tmp_path):
-    result = train(tiny_config(variant="finetune", epochs=1), tiny_dataset(), backbone_config=tiny_bert_config)
+@pytest.mark.parametrize("variant, extra", [("finetune", {}), ("prompt", {"sentence_markers": True})])
+def test_checkpoint_round_trip(variant, extra, tiny_bert_config, tmp_path):
+    result = train(tiny_config(variant=variant, epochs=1, **extra), tiny_dataset(), backbone_config=tiny_bert_config)
     save_checkpoint(result.pipeline, tmp_path / "ckpt")
     _write_test_file(tmp_path / "test.txt", tiny_dataset())
     rows = predict_file(tmp_path / "ckpt", tmp_path / "test.txt", None)
     assert [r["predicted"] for r in rows] == [result.pipeline.label_map.labels[i] for i in result.test_predictions]
+    assert load_checkpoint(tmp_path / "ckpt").template.__dict__.get("sentence_markers", False) == bool(extra)
 
 
 def test_unlabelled_input_is_predicted(trained, tmp_path):

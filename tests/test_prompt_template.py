@@ -83,6 +83,31 @@ def test_bert_prompt_reads_sentence_sep_then_typed_cloze(bert_pipeline):
     assert encoded.label == pipeline.label_map.id_of("Cause-Effect(e1,e2)")
 
 
+def test_sentence_markers_mark_the_entities_in_the_sentence_only(bert_path, bert_tokenizer, tiny_bert_config):
+    pipeline = build_pipeline(get_variant("prompt_ki"), LABELS, type_vocabulary([FIRE]), model_name=bert_path,
+                              max_seq_len=64, backbone_config=tiny_bert_config, tokenizer=bert_tokenizer,
+                              sentence_markers=True)
+    encoded = encode_one(pipeline, FIRE)
+
+    assert show(pipeline, encoded.input_ids) == [
+        "[CLS]", "the", "@", "fire", "@", "caused", "#", "smoke", "#", ".", "[SEP]",
+        "the", "relation", "of", "[T:entity]", "fire", "and", "[T:entity]", "smoke", "is", "[MASK]", "[SEP]",
+    ]
+    assert encoded.input_ids[encoded.anchors[0]] == bert_tokenizer.mask_token_id
+
+
+def test_a_marked_sentence_is_cut_around_its_marked_entities(bert_path, bert_tokenizer, tiny_bert_config):
+    long = make_instance("long", " ".join(["word"] * 40 + ["the", "fire", "caused", "smoke"] + ["word"] * 40),
+                         (41, 42), (43, 44), "Cause-Effect(e1,e2)")
+    pipeline = build_pipeline(get_variant("prompt"), LABELS, type_vocabulary([long]), model_name=bert_path,
+                              max_seq_len=24, backbone_config=tiny_bert_config, tokenizer=bert_tokenizer,
+                              sentence_markers=True)
+    tokens = show(pipeline, encode_one(pipeline, long).input_ids)
+    assert len(tokens) == 24
+    sentence = tokens[1:tokens.index("[SEP]")]
+    assert "@ fire @ caused # smoke #" in " ".join(sentence)
+
+
 def test_roberta_prompt_uses_its_own_special_tokens(roberta_pipeline, roberta_tokenizer):
     pipeline = roberta_pipeline("prompt_ki", [FIRE])
     encoded = encode_one(pipeline, FIRE)

@@ -80,10 +80,12 @@ def test_a_changed_experiment_does_not_reuse_old_records(tmp_path):
     assert ledger.of("final", "prompt_ki", 8, longer.cell_fingerprint("prompt_ki", 8)) == []
 
 
-def test_masked_lm_adaptation_changes_the_prompt_cells_only():
+@pytest.mark.parametrize("prompt_only", [{"train.mlm_adapt_steps": 100}, {"train.sentence_markers": True},
+                                         {"train.fresh_head_init": "random"}])
+def test_prompt_only_options_change_the_prompt_cells_only(prompt_only):
     from study.config import load_study_config
 
-    base, adapted = load_study_config("quick"), load_study_config("quick", {"train.mlm_adapt_steps": 100})
+    base, adapted = load_study_config("quick"), load_study_config("quick", prompt_only)
     assert base.cell_fingerprint("finetune", 8) == adapted.cell_fingerprint("finetune", 8)
     assert base.cell_fingerprint("prompt_ki", 8) != adapted.cell_fingerprint("prompt_ki", 8)
 
