@@ -79,6 +79,16 @@ def superseded(records: list[dict], experiment: str) -> list[dict]:
     return [r for r in records if id(r) not in kept]
 
 
+def earlier_rows(records: list[dict]) -> list[dict]:
+    """Table rows of superseded records, one row per (variant, configuration): `cloce_s · 1a2b3c`
+    (the fingerprint's first characters), so that two earlier configurations never mix."""
+    rows = []
+    for fingerprint in dict.fromkeys(r.get("fingerprint") for r in records):
+        group = [r for r in records if r.get("fingerprint") == fingerprint]
+        rows += [r | {"variant": f"{r['variant']} · {str(fingerprint)[:6]}"} for r in study_finals(group)]
+    return rows
+
+
 def provenance(records: list[dict]) -> str:
     """Which commits ran the rows (the `code` field; records before it existed have none)."""
     counts: dict[str, int] = {}
@@ -111,7 +121,7 @@ def render(fewshot_file: Path, peer_file: Path, full_file: Path, check_fingerpri
            wall_file: Path | None = None) -> str:
     fewshot_records = read_jsonl(fewshot_file)
     fewshot = study_finals(current(fewshot_records, "semeval_results" if check_fingerprints else None))
-    earlier = study_finals(superseded(fewshot_records, "semeval_results")) if check_fingerprints else []
+    earlier = earlier_rows(superseded(fewshot_records, "semeval_results")) if check_fingerprints else []
     peer = peer_finals(read_jsonl(peer_file))
     full = study_finals(current(read_jsonl(full_file), "semeval_full" if check_fingerprints else None))
     rows = fewshot + peer
@@ -148,13 +158,15 @@ def render(fewshot_file: Path, peer_file: Path, full_file: Path, check_fingerpri
               + provenance(current(fewshot_records, "semeval_results" if check_fingerprints else None))
               + ". `unrecorded`: before commit `fd2742d`, which also switched to the fused AdamW kernel (the "
               "same update, other float rounding); each cell was run by one or the other, never both.", ""]
+    reading = fewshot_file.parent / "reading.md"  # hand-written, kept across rewrites of the page
+    if reading.exists():
+        parts += ["## Reading", "", reading.read_text().rstrip(), ""]
     if earlier:
+        labels = list(dict.fromkeys(r["variant"] for r in sorted(earlier, key=lambda r: VARIANTS.index(r["variant"].split(" ")[0]))))
         parts += ["## Earlier configurations (superseded, not in the tables above)", "",
-                  "Trials of a cell whose configuration has since changed (another fingerprint). So far: the "
-                  "prompt variants with a randomly initialised fresh MLM head transform, before "
-                  "`train.fresh_head_init = \"identity\"` (cloce/backbone.py: identity_transform) became the default.",
-                  "", to_markdown(fewshot_table(earlier, [v for v in VARIANTS if any(r["variant"] == v for r in earlier)],
-                                                KS, SEEDS))]
+                  "Trials of a cell whose configuration has since changed, one row per configuration (`variant · "
+                  "fingerprint`); the reading above says what each one was.",
+                  "", to_markdown(fewshot_table(earlier, labels, KS, SEEDS))]
     if full:
         parts += ["## Full training set (6,507 sentences)", "",
                   to_markdown(fewshot_table(full, ["finetune", "prompt_ki", "cloce_d"], [0], sorted({r["seed"] for r in full})))]
