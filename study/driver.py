@@ -68,6 +68,9 @@ FAST_TRIAL_ENV = {
     # Tune's new console output crashes on a failed trial in Ray 2.60 (its start time is reset
     # to None, then formatted): the legacy reporter, silent at verbose=0; study/progress.py prints.
     "RAY_AIR_NEW_OUTPUT": "0",
+    # Keeping one checkpoint per trial (num_to_keep=1) makes Tune snapshot the experiment state
+    # on every report and print a bottleneck warning each time; a cell's state is a few kB.
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
 }
 
 
