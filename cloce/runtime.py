@@ -19,7 +19,12 @@ import torch.distributed as dist
 def pick_device(requested: str = "auto") -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        # Fail here, not with an obscure error at the first `.to()` (or a silent CPU run).
+        raise ValueError(f"device {requested!r} asked for, but this torch ({torch.__version__}) sees no CUDA GPU; "
+                         "use --device auto or cpu")
+    return device
 
 
 @functools.lru_cache(maxsize=None)

@@ -29,7 +29,7 @@ from cloce.losses import BoundedMargin, contrastive_margin_loss
 from cloce.metrics import Evaluation, evaluate
 from cloce.mlm_adapt import AdaptedBackbone, MlmAdaptConfig, adapt_backbone
 from cloce.pipeline import RelationPipeline, build_pipeline, type_vocabulary
-from cloce.runtime import Runtime, bf16_native, seed_everything, set_threads, unwrap
+from cloce.runtime import Runtime, bf16_native, pick_device, seed_everything, set_threads, unwrap
 from cloce.state import TrainState
 from cloce.variants import Variant, get_variant
 
@@ -94,7 +94,8 @@ def train(
     resume: TrainState | None = None,
 ) -> TrainResult:
     """Train `config` on `dataset`; with `resume`, continue after the epoch it was taken at."""
-    runtime = runtime or Runtime()
+    # Launchers (the study's Ray workers) bring their own device; a plain run honours config.device.
+    runtime = runtime or Runtime(device=pick_device(config.device))
     set_threads(config.num_threads)
     seed_everything(config.seed)
     variant = get_variant(config.variant)

@@ -160,3 +160,11 @@ def test_bf16_autocast_only_where_the_device_computes_bf16(monkeypatch, native):
         assert torch.is_autocast_enabled("cpu") == native
     with cloce.train.autocast(torch.device("cpu"), False):
         assert not torch.is_autocast_enabled("cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error a CPU-only torch gives")
+def test_a_plain_run_honours_the_configured_device(tiny_bert_config):
+    # A run without a launcher's runtime must go where config.device says: asking for a GPU
+    # that is not there fails at once instead of training on the CPU unnoticed.
+    with pytest.raises(ValueError, match="sees no CUDA GPU"):
+        train(tiny_config(device="cuda"), tiny_dataset(), backbone_config=tiny_bert_config)
