@@ -93,10 +93,17 @@ def test_6_unknown_variant_lists_the_allowed_ones(tmp_path, capsys):
     assert code == 2 and "cloce_x" in err and "finetune, prompt, prompt_ki, cloce_s, cloce_d" in err
 
 
+def good_data(tmp_path) -> list[str]:
+    """A valid data set of our own: these checks are about the outputs, and must not depend on
+    (or be pre-empted by) the shared SemEval copy being there."""
+    return ["--data-dir", str(write_data(tmp_path / "data")), "--ks", "2"]
+
+
 def test_12_unwritable_study_dir_fails_up_front(tmp_path, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")
-    code, err = main(["--study-dir", str(blocker / "study"), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]), capsys.readouterr().err
+    code, err = main(["--study-dir", str(blocker / "study"), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}",
+                      *good_data(tmp_path)]), capsys.readouterr().err
     assert code == 2 and str(blocker / "study") in err and "not writable" in err
 
 
@@ -104,14 +111,15 @@ def test_12_unwritable_tracking_store_fails_up_front(tmp_path, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")
     uri = f"sqlite:///{blocker}/mlflow.db"
-    code, err = main(["--study-dir", str(tmp_path / "study"), "--tracking-uri", uri]), capsys.readouterr().err
+    code, err = main(["--study-dir", str(tmp_path / "study"), "--tracking-uri", uri, *good_data(tmp_path)]), capsys.readouterr().err
     assert code == 2 and "cannot use the MLflow store" in err and uri in err
 
 
 def test_12_a_full_disk_fails_up_front(tmp_path, capsys, monkeypatch):
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 << 30, (10 << 30) - (5 << 20), 5 << 20))
-    code, err = main(["--study-dir", str(tmp_path / "study"), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]), capsys.readouterr().err
+    code, err = main(["--study-dir", str(tmp_path / "study"), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}",
+                      *good_data(tmp_path)]), capsys.readouterr().err
     assert code == 2 and "only 5 MiB free" in err and str(tmp_path / "study") in err
 
 
