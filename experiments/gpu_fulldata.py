@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from cloce.config import DataConfig, TrainConfig  # noqa: E402
+from cloce.data.dataset import load_dataset  # noqa: E402
 from cloce.metrics import evaluate  # noqa: E402
 from cloce.predict import predict_file  # noqa: E402
 from cloce.run import run_training  # noqa: E402
@@ -49,8 +50,8 @@ def predict_check(output_dir: Path, test_file: Path, device: str, label_map) -> 
     started = time.perf_counter()
     rows = predict_file(output_dir / "checkpoint", test_file, None, device=device)
     seconds = time.perf_counter() - started
-    gold = [label_map.labels.index(row["relation"]) for row in rows]
-    pred = [label_map.labels.index(row["predicted"]) for row in rows]
+    gold = [label_map.id_of(row["relation"]) for row in rows]
+    pred = [label_map.id_of(row["predicted"]) for row in rows]
     return {"predict_micro_f1": evaluate(gold, pred, label_map).micro_f1, "predict_seconds": round(seconds, 2),
             "predict_samples_per_s": round(len(rows) / seconds, 1)}
 
@@ -66,6 +67,7 @@ def main() -> int:
     parser.add_argument("--work-dir", default="/tmp/gpu_fulldata")
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    train_size = len(load_dataset(args.data_dir).train)
     started = time.perf_counter()
     for variant in args.variants:
         if time.perf_counter() - started > args.budget_s:
@@ -78,13 +80,12 @@ def main() -> int:
         run_started = time.perf_counter()
         result = run_training(config, DataConfig(args.data_dir), output_dir)
         seconds = time.perf_counter() - run_started
-        trained = sum(1 for line in open(Path(args.data_dir) / "train.txt") if line.strip())
         line = {
             "variant": variant, "k": "full", "seed": 1, "epochs": config.epochs, "best_epoch": result.best_epoch,
             "val_micro_f1": result.best_val.micro_f1, "test_micro_f1": result.test.micro_f1,
             "test_macro_f1_semeval": result.test.macro_f1_semeval,
             "val_curve": [round(r.val_micro_f1, 4) for r in result.history],
-            "seconds": round(seconds, 1), "train_samples_per_s": round(trained * config.epochs / seconds, 1),
+            "seconds": round(seconds, 1), "train_samples_per_s": round(train_size * config.epochs / seconds, 1),
             "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device == "cuda" else None,
             "device": torch.cuda.get_device_name() if device == "cuda" else platform.processor(),
             "torch": torch.__version__, "bf16": config.bf16, "model": Path(args.model).name,
