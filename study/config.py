@@ -8,8 +8,10 @@ trains every seed of `study.seeds` with the chosen values.
                         requires_data_dir
     [train]             fixed TrainConfig fields of every trial (variant, k, seed and model
                         come from [study])
-    [search]            num_samples, search_seed, max_concurrent_trials, asha, grace_period, enabled
-    [resources]         workers_per_trial, use_gpu, cpus_per_worker, gpus_per_worker, max_failures
+    [search]            num_samples, search_seed, max_concurrent_trials (per cell; 0: all), asha,
+                        grace_period, enabled
+    [resources]         workers_per_trial, use_gpu, cpus_per_worker, gpus_per_worker, max_failures,
+                        max_running_trials (the whole study; 0: what the cluster holds), cells_in_parallel
     [spaces.<variant>]  lr, cl_lr = [low, high] (log-uniform), margin = [low, high] (uniform);
                         a key left out keeps DEFAULT_SPACES' range, `[]` fixes it (not searched);
                         lr = "<variant>" takes the lr that variant's search chose at the same K
@@ -66,7 +68,9 @@ class SearchSpace:
 class SearchConfig:
     num_samples: int  # Optuna trials per (variant, K) cell
     search_seed: int  # K-shot sample seed of stage 1, and the Optuna sampler seed
-    max_concurrent_trials: int = 1
+    # Trials of one cell at a time, each stage; 0: all of them (every cell runs at once anyway:
+    # study/pool.py). 1 makes TPE past its random start-up independent of completion order.
+    max_concurrent_trials: int = 0
     asha: bool = False
     grace_period: int = 1  # epochs before ASHA may stop a trial
     enabled: bool = True  # False: no stage 1; fixed values (see default_hyperparams)
@@ -81,6 +85,8 @@ class ResourcesConfig:
     cpus_per_worker: int = 1
     gpus_per_worker: float = 1.0
     max_failures: int = 1  # retries of a failed trial from its checkpoint (Ray Train's, Tune's in local mode); -1: forever
+    max_running_trials: int = 0  # trials of the whole study at once; 0: as many as the cluster holds
+    cells_in_parallel: bool = True  # False: one (variant, K) cell after another, as before the pool
 
 
 @dataclass(frozen=True)
@@ -168,7 +174,7 @@ _STUDY_KEYS = {
     "seeds": (tuple[int, ...], _REQUIRED), "requires_data_dir": (bool, False),
 }
 _SEARCH_KEYS = {
-    "num_samples": (int, _REQUIRED), "search_seed": (int, 1), "max_concurrent_trials": (int, 1),
+    "num_samples": (int, _REQUIRED), "search_seed": (int, 1), "max_concurrent_trials": (int, 0),
     "asha": (bool, False), "grace_period": (int, 1), "enabled": (bool, True),
 }
 _RESOURCES_KEYS = {name: (hint, getattr(ResourcesConfig, name)) for name, hint in get_type_hints(ResourcesConfig).items()}
@@ -266,8 +272,9 @@ def _build(raw: dict, problems: list[str]) -> StudyConfig | None:
         _check_list(study, "study.variants", "variants", lambda v: v in VARIANTS, f"one of {', '.join(VARIANTS)}"),
         _check_list(study, "study.ks", "ks", lambda k: k >= 0, "integers >= 0 (0: the full training set)"),
         _check_list(study, "study.seeds", "seeds", lambda s: s >= 0, "integers >= 0"),
-        _at_least(search, "search", {"num_samples": 1, "max_concurrent_trials": 1, "grace_period": 1, "search_seed": 0}),
-        _at_least(resources, "resources", {"workers_per_trial": 0, "cpus_per_worker": 1, "max_failures": -1}),
+        _at_least(search, "search", {"num_samples": 1, "max_concurrent_trials": 0, "grace_period": 1, "search_seed": 0}),
+        _at_least(resources, "resources", {"workers_per_trial": 0, "cpus_per_worker": 1, "max_failures": -1,
+                                           "max_running_trials": 0}),
     ]
     problems.extend(p for group in checks for p in group)
     if "gpus_per_worker" in resources and not resources["gpus_per_worker"] > 0:

@@ -1,6 +1,7 @@
 """A one-line-per-event progress display while a study runs (Ray Tune callback)."""
 from __future__ import annotations
 
+import itertools
 import time
 
 from ray.tune import Callback
@@ -9,6 +10,8 @@ from ray.tune import Callback
 class ProgressPrinter(Callback):
     def __init__(self) -> None:
         self.started = time.perf_counter()
+        # Shared by every cell's Tuner, each in its own thread: a counter that cannot lose a count.
+        self._counter = itertools.count(1)
         self.done = 0
 
     def _say(self, text: str) -> None:
@@ -25,14 +28,14 @@ class ProgressPrinter(Callback):
             self._say(f"epoch  {trial.trial_id} {epoch}: val micro-F1 {result.get('val_micro_f1', 0):.3f}")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self.done += 1
+        self.done = next(self._counter)
         result = trial.last_result or {}
         test = result.get("test_micro_f1")
         line = f"done   {trial.trial_id} val {result.get('best_val_micro_f1', float('nan')):.3f}"
         self._say(line + (f" test {test:.3f}" if test is not None else " (stopped early)") + f"  [{self.done} trials done]")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.done += 1
+        self.done = next(self._counter)
         self._say(f"FAILED {trial.trial_id} {_short(trial.config)} (see its MLflow run)  [{self.done} trials done]")
 
 

@@ -36,7 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, help="training epochs of every trial")
     parser.add_argument("--workers-per-trial", type=int, help="Ray Train workers per trial")
     parser.add_argument("--use-gpu", action=argparse.BooleanOptionalAction, default=None, help="one GPU per worker")
-    parser.add_argument("--max-concurrent-trials", type=int, help="trials running at once")
+    parser.add_argument("--max-concurrent-trials", type=int,
+                        help="trials of one (variant, K) cell at once (0: all; every cell runs at once)")
+    parser.add_argument("--max-running-trials", type=int,
+                        help="trials of the whole study at once (0: as many as the cluster holds)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="any other experiment value, e.g. --set train.batch_size=8 (repeatable)")
     parser.add_argument("--study-dir", help="where ledgers, Ray results and tables go (default: runs/<experiment>)")
@@ -57,12 +60,23 @@ def overrides_from(args) -> dict:
         "study.ks": args.ks, "study.seeds": args.seeds, "search.num_samples": args.num_samples,
         "train.epochs": args.epochs, "resources.workers_per_trial": args.workers_per_trial,
         "resources.use_gpu": args.use_gpu, "search.max_concurrent_trials": args.max_concurrent_trials,
+        "resources.max_running_trials": args.max_running_trials,
     }
+    # Trials run in other processes (other machines too) with another working directory.
+    values["study.data_dir"] = absolute_if_local(args.data_dir)
+    values["study.model"] = absolute_if_local(args.model)
     overrides = {key: value for key, value in values.items() if value is not None}
     for text in args.set:
         key, value = parse_override(text)
         overrides[key] = value
     return overrides
+
+
+def absolute_if_local(path: str | None) -> str | None:
+    """A folder that exists here, as an absolute path; anything else (a hub id) unchanged."""
+    if path is None or not Path(path).expanduser().exists():
+        return path
+    return str(Path(path).expanduser().resolve())
 
 
 def main(argv: list[str] | None = None) -> int:

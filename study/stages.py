@@ -1,10 +1,11 @@
-"""The study's two stages, each a Ray Tune run per (variant, K) cell.
+"""The study's two stages, each a Ray Tune run per (variant, K) cell; every cell at once
+(study/pool.py says how the cells share the cluster, and why one Tuner per cell).
 
 Stage 1 (search): a `Tuner` with `OptunaSearch` (TPE) over lr, contrastive lr and margin
 on the search seed; objective = best val micro-F1. Optuna refuses grid_search, so variant
-and K are an outer loop here, not searched dimensions.
-Stage 2 (final): the cell's best config on every seed; test F1 at the best val epoch.
-Test F1 never steers anything.
+and K are cells here, not searched dimensions.
+Stage 2 (final): the cell's best config on every seed, started the moment the search has
+chosen; test F1 at the best val epoch. Test F1 never steers anything.
 
 Each finished cell is written to `<study dir>/cells/<cell>.json`; `--resume` skips those
 cells and restores an interrupted one with `Tuner.restore`.
@@ -13,6 +14,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import threading
+import traceback
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,6 +24,7 @@ from study import tracking
 from study.cleanup import discard_finished_checkpoints
 from study.config import CONTRASTIVE_VARIANTS, StudyConfig
 from study.ledger import LedgerWriter, TrialLedger
+from study.pool import CellLimiter, CellRunner, SeedList, register_slots
 from study.trial import TrialContext, run_trial, trial_record
 
 OBJECTIVE, MODE = "best_val_micro_f1", "max"
@@ -64,13 +69,30 @@ def asha_scheduler(epochs: int, grace_period: int):
                          grace_period=grace_period, stop_last_trials=False)
 
 
+_REGISTRY_LOCK = threading.Lock()
+
+
+def register_cell_trainable(name: str, trainable) -> str:
+    """Tune registers a trainable process-wide under its __name__, and its registry is not
+    thread-safe: cells starting side by side under one name would run each other's trials, or
+    fail on a dict changed during iteration. Each cell registers its own name, one at a time,
+    and its Tuner is given that name."""
+    from ray import tune
+
+    with _REGISTRY_LOCK:
+        tune.register_trainable(name, trainable)
+    return name
+
+
 def run_cell(context: TrialContext, tune_dir: str, param_space: dict, tune_config, resume: bool, callbacks):
     """One Tuner for one cell; restored when an earlier run of it was interrupted."""
     from ray import tune
 
     name = cell_name(context.stage, context.variant, context.k)
     path = os.path.join(tune_dir, name)
-    trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), trial_resources(context.study))
+    trainable = register_cell_trainable(
+        re.sub(r"[^A-Za-z0-9_]", "_", f"cloce_{name}"),
+        tune.with_resources(tune.with_parameters(run_trial, context=context), trial_resources(context.study)))
     # Whoever runs the loop retries it from its last checkpoint: Ray Train its workers, Tune
     # a local-mode trial (the loop runs in the trial's own process).
     local_mode = context.study.resources.workers_per_trial == 0
@@ -87,7 +109,9 @@ def run_cell(context: TrialContext, tune_dir: str, param_space: dict, tune_confi
             param_space=param_space,
             tune_config=tune_config,
             run_config=tune.RunConfig(
-                name=name, storage_path=tune_dir, verbose=0, callbacks=callbacks,
+                name=name, storage_path=tune_dir, verbose=0,
+                # A list of its own: Tune appends its loggers (open files) to the list it is given.
+                callbacks=list(callbacks),
                 failure_config=tune.FailureConfig(max_failures=max_failures),
                 # Only the latest checkpoint is ever resumed from. Keeping every epoch's (weights +
                 # optimiser state, ~0.4 GB for MiniLM) filled a 252 GB disk after ~30 trials.
@@ -110,19 +134,28 @@ def records_of(grid, variant: str, k: int, stage: str) -> list[dict]:
     return rows
 
 
-def inherited_params(study: StudyConfig, variant: str, k: int, chosen: dict) -> dict:
-    """The hyper-parameters a cell takes from another cell's search (spaces.<variant>.lr = "<source>")."""
+def inherited_params(study: StudyConfig, variant: str, k: int, runner: CellRunner) -> dict:
+    """The hyper-parameters a cell takes from another cell's search (spaces.<variant>.lr =
+    "<source>"): it waits for that search to choose, and fails if that search failed."""
     source = study.search_space(variant).lr_from
     if not source or not study.search.enabled:
         return {}
-    if (source, k) not in chosen:
+    try:
+        chosen = runner.wait_for((source, k))
+    except Exception as err:
         raise RuntimeError(f"{variant} K={k} takes its lr from {source} (spaces.{variant}.lr), "
-                           f"whose K={k} search has not finished")
-    return {"lr": chosen[(source, k)]["lr"]}
+                           f"whose K={k} search failed: {err}") from None
+    return {"lr": chosen["lr"]}
+
+
+def cell_limit(study: StudyConfig, trials: int) -> int:
+    """Trials of one cell's stage at a time: search.max_concurrent_trials, 0 = all of them."""
+    return max(1, min(study.search.max_concurrent_trials or trials, trials))
 
 
 def run_search(study: StudyConfig, context: TrialContext, tune_dir: str, resume: bool, callbacks,
-               ledger: TrialLedger | None = None, fixed: dict | None = None) -> tuple[dict, list[dict]]:
+               ledger: TrialLedger | None = None, fixed: dict | None = None,
+               slots: str = "") -> tuple[dict, list[dict]]:
     """Stage 1 for one cell: (best hyper-parameters, the search trials' records). Trials
     already in the ledger are told to Optuna as evaluated; only the rest run."""
     from ray import tune
@@ -139,16 +172,18 @@ def run_search(study: StudyConfig, context: TrialContext, tune_dir: str, resume:
         return best_config(done, context), done
     epochs = study.train_config(context.variant, context.k, study.search.search_seed).epochs
     scheduler = asha_scheduler(epochs, study.search.grace_period) if study.search.asha else None
+    trials = study.search.num_samples - len(done)
+    # The cell's own seeded sampler: what it chooses does not depend on the cells beside it.
+    # A resumed search continues with another seed: the first seed's random start-up
+    # points would be the ones already evaluated.
+    searcher = OptunaSearch(metric=OBJECTIVE, mode=MODE, seed=study.search.search_seed + 1000 * len(done),
+                            points_to_evaluate=[{n: v for n, v in r["config"].items() if n not in fixed}
+                                                for r in done] or None,
+                            evaluated_rewards=[r["val_micro_f1"] for r in done] or None)
     tune_config = tune.TuneConfig(
-        # A resumed search continues with another seed: the first seed's random start-up
-        # points would be the ones already evaluated.
-        search_alg=OptunaSearch(metric=OBJECTIVE, mode=MODE, seed=study.search.search_seed + 1000 * len(done),
-                                points_to_evaluate=[{n: v for n, v in r["config"].items() if n not in fixed}
-                                                    for r in done] or None,
-                                evaluated_rewards=[r["val_micro_f1"] for r in done] or None),
+        search_alg=CellLimiter(searcher, cell_limit(study, trials), slots),
         scheduler=scheduler,
-        num_samples=study.search.num_samples - len(done),
-        max_concurrent_trials=study.search.max_concurrent_trials,
+        num_samples=trials,
         # One driver process for the cell's trials, not one per trial; but a trial ASHA stops
         # must lose its process: that ends its TorchTrainer (owned by it), which would
         # otherwise retry the interrupted run and hold its CPUs while the next trials wait.
@@ -169,7 +204,7 @@ def best_config(records: list[dict], context: TrialContext) -> dict:
 
 
 def run_final(study: StudyConfig, context: TrialContext, best: dict, search_records: list[dict],
-              tune_dir: str, resume: bool, callbacks, ledger: TrialLedger | None = None) -> list[dict]:
+              tune_dir: str, resume: bool, callbacks, ledger: TrialLedger | None = None, slots: str = "") -> list[dict]:
     """Stage 2 for one cell: the best config on every seed. The search seed's run of the best
     config is reused when it finished: same config, same seed, same numbers; so is a seed
     whose final trial is in the ledger."""
@@ -189,43 +224,48 @@ def run_final(study: StudyConfig, context: TrialContext, best: dict, search_reco
     seeds = [s for s in study.seeds if s not in {r["seed"] for r in reused}]
     if not seeds:
         return reused
-    tune_config = tune.TuneConfig(num_samples=1, max_concurrent_trials=study.search.max_concurrent_trials, reuse_actors=True)
-    param_space = dict(best) | {"seed": tune.grid_search(seeds)}
-    grid = run_cell(context, tune_dir, param_space, tune_config, resume, callbacks)
+    seed_list = SeedList(dict(best), seeds, OBJECTIVE, MODE)
+    tune_config = tune.TuneConfig(search_alg=CellLimiter(seed_list, cell_limit(study, len(seeds)), slots),
+                                  num_samples=len(seeds), reuse_actors=True)
+    grid = run_cell(context, tune_dir, {}, tune_config, resume, callbacks)
     return reused + records_of(grid, context.variant, context.k, "final")
 
 
 def run_study_cells(study: StudyConfig, base: TrialContext, study_dir: Path, resume: bool, callbacks,
                     ledger: TrialLedger | None = None) -> list[dict]:
-    """Both stages for every (variant, K) cell; returns every final record (the tables' input).
-    With a ledger, it decides what is left to run: Ray's own state is not restored."""
+    """Both stages for every (variant, K) cell, all cells at once (resources.cells_in_parallel);
+    returns every final record, in the cells' order (the tables' input). With a ledger, it
+    decides what is left to run: Ray's own state is not restored."""
     resume = resume and ledger is None
     cells_dir = study_dir / "cells"
     cells_dir.mkdir(parents=True, exist_ok=True)
     tune_dir = str((study_dir / "tune").resolve()) if "://" not in str(study_dir) else str(study_dir / "tune")
-    finals: list[dict] = []
-    chosen: dict[tuple[str, int], dict] = {}  # (variant, K) -> its chosen hyper-parameters
-    for variant in study.variants:
-        for k in study.ks:
-            cell_file = cells_dir / f"{variant}-K{k}.json"
-            if resume and cell_file.exists():
-                done = json.loads(cell_file.read_text())
-                chosen[(variant, k)] = done["best_config"]
-                finals.extend(done["final"])
-                print(f"[resume] {variant} K={k}: already finished, not re-run", flush=True)
-                continue
-            try:
-                fixed = inherited_params(study, variant, k, chosen)
-                best, searched = run_search(study, replace(base, stage="search", variant=variant, k=k), tune_dir,
-                                            resume, callbacks, ledger, fixed)
-                chosen[(variant, k)] = best
-                final = run_final(study, replace(base, stage="final", variant=variant, k=k), best, searched, tune_dir,
-                                  resume, callbacks, ledger)
-            except Exception as err:  # a failed cell never takes the study down; --resume retries it
-                print(f"[error] {variant} K={k}: {err}", flush=True)
-                finals.extend(trial_record({}, {"seed": s}, variant, k, "final", error=str(err)[:500]) for s in study.seeds)
-                continue
-            cell_file.write_text(json.dumps({"best_config": best, "search": searched, "final": final}, indent=1))
-            tracking.log_json(base.tracking_uri, base.parent_run_id, {"best_config": best}, f"chosen_configs/{variant}-K{k}.json")
-            finals.extend(final)
-    return finals
+    slots = f"study:{tune_dir}"
+    register_slots(slots, study.resources.max_running_trials)
+    runner = CellRunner([(variant, k) for variant in study.variants for k in study.ks],
+                        in_parallel=study.resources.cells_in_parallel)
+
+    def run_one_cell(cell: tuple[str, int]) -> list[dict]:
+        variant, k = cell
+        cell_file = cells_dir / f"{variant}-K{k}.json"
+        if resume and cell_file.exists():
+            done = json.loads(cell_file.read_text())
+            runner.publish(cell, done["best_config"])
+            print(f"[resume] {variant} K={k}: already finished, not re-run", flush=True)
+            return done["final"]
+        try:
+            fixed = inherited_params(study, variant, k, runner)
+            best, searched = run_search(study, replace(base, stage="search", variant=variant, k=k), tune_dir,
+                                        resume, callbacks, ledger, fixed, slots)
+            runner.publish(cell, best)
+            final = run_final(study, replace(base, stage="final", variant=variant, k=k), best, searched, tune_dir,
+                              resume, callbacks, ledger, slots)
+        except Exception as err:  # a failed cell never takes the study down; --resume retries it
+            runner.publish(cell, None, err)
+            print(f"[error] {variant} K={k}: {err}\n{traceback.format_exc()}", flush=True)
+            return [trial_record({}, {"seed": s}, variant, k, "final", error=str(err)[:500]) for s in study.seeds]
+        cell_file.write_text(json.dumps({"best_config": best, "search": searched, "final": final}, indent=1))
+        tracking.log_json(base.tracking_uri, base.parent_run_id, {"best_config": best}, f"chosen_configs/{variant}-K{k}.json")
+        return final
+
+    return runner.run(run_one_cell)

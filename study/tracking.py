@@ -26,7 +26,13 @@ def default_tracking_uri(cwd: str | Path | None = None) -> str:
 
 
 def resolve_tracking_uri(cli_value: str | None) -> str:
-    return cli_value or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+    uri = cli_value or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+    # sqlite:///runs.db is relative to the working directory, which a trial's process does not
+    # share with the driver: make it absolute here (sqlite:////abs/path/runs.db).
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/") and ":memory:" not in uri:
+        uri = prefix + str(Path(uri[len(prefix):]).expanduser().resolve())
+    return uri
 
 
 def client(uri: str):

@@ -21,6 +21,10 @@ class DataError(ValueError):
         where = f"{self.path}, line {line}" if line is not None else self.path
         super().__init__(f"{where}: {problem}")
 
+    def __reduce__(self):
+        # Raised inside a Ray trial, it is pickled back to the driver: keep its arguments.
+        return type(self), (self.path, self.line, self.problem)
+
 
 @dataclass(frozen=True)
 class EntityMention:

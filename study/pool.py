@@ -1,0 +1,171 @@
+"""Every (variant, K) cell of a study at once, drawing on one pool of trial slots.
+
+Design: one Ray Tune `Tuner` per cell and stage, each run in its own driver thread (Tune
+supports `fit()` off the main thread: it only skips installing its SIGINT handler there).
+We chose this over one Tuner whose searcher serves every cell because each cell keeps,
+unchanged, everything that made it correct alone: its own seeded `OptunaSearch` (what one
+cell chooses never depends on how many cells run beside it), its own ASHA brackets
+(trials of different variants are never compared at a rung), its own Tune experiment
+directory (`Tuner.restore` per cell on `--resume`), and its own ledger and MLflow keys.
+The cells only share the cluster, and the threads cost the driver nothing while trials run.
+
+Limits, from the inside out:
+- a cell runs at most `search.max_concurrent_trials` trials at a time (0: all of them);
+- the study runs at most `resources.max_running_trials` at a time (0: what the cluster
+  holds; Ray's resources are then the only limit). Every cell's searcher draws from one
+  `StudySlots` before it suggests a trial;
+- a cell that takes another cell's lr (`spaces.<variant>.lr = "<source>"`) waits for that
+  cell's search only; its neighbours never wait.
+"""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable, Dict, Optional
+
+from ray.tune.search import ConcurrencyLimiter, Searcher
+
+# Searchers are pickled into each cell's Tune experiment state (for `Tuner.restore`), so they
+# name their StudySlots instead of holding its lock; the driver process registers it.
+_SLOTS: dict[str, "StudySlots"] = {}
+_SLOTS_LOCK = threading.Lock()
+
+
+class StudySlots:
+    """How many trials the whole study may have running (or waiting for resources) at once."""
+
+    def __init__(self, limit: int | None):
+        self.limit = limit or None  # None: no limit of ours, the cluster's resources decide
+        self._lock = threading.Lock()
+        self._taken: set[str] = set()
+
+    def try_take(self, trial_id: str) -> bool:
+        with self._lock:
+            if trial_id in self._taken:
+                return True
+            if self.limit is not None and len(self._taken) >= self.limit:
+                return False
+            self._taken.add(trial_id)
+            return True
+
+    def give_back(self, trial_id: str) -> None:
+        with self._lock:
+            self._taken.discard(trial_id)
+
+    @property
+    def taken(self) -> int:
+        with self._lock:
+            return len(self._taken)
+
+
+def register_slots(name: str, limit: int | None) -> StudySlots:
+    with _SLOTS_LOCK:
+        _SLOTS[name] = StudySlots(limit)
+        return _SLOTS[name]
+
+
+def slots_named(name: str) -> StudySlots:
+    """A restored searcher in a process that never registered its study: no study-wide limit."""
+    with _SLOTS_LOCK:
+        return _SLOTS.setdefault(name, StudySlots(None))
+
+
+class CellLimiter(ConcurrencyLimiter):
+    """Tune's ConcurrencyLimiter for one cell (`cell_limit` live trials), which also takes one
+    of the study's slots for every trial it suggests and gives it back when the trial ends."""
+
+    def __init__(self, searcher: Searcher, cell_limit: int, slots_name: str):
+        self.slots_name = slots_name
+        super().__init__(searcher, max_concurrent=cell_limit)
+
+    def suggest(self, trial_id: str) -> Optional[Dict]:
+        if len(self.live_trials) >= self.max_concurrent:
+            return None
+        slots = slots_named(self.slots_name)
+        if not slots.try_take(trial_id):
+            return None  # Tune asks again on its next loop
+        suggestion = super().suggest(trial_id)
+        if suggestion in (None, Searcher.FINISHED):
+            slots.give_back(trial_id)
+        return suggestion
+
+    def on_trial_complete(self, trial_id: str, result: Optional[Dict] = None, error: bool = False):
+        slots_named(self.slots_name).give_back(trial_id)
+        super().on_trial_complete(trial_id, result=result, error=error)
+
+
+class SeedList(Searcher):
+    """The final stage: the chosen configuration once per seed, in order, then done. A searcher
+    (not a grid) so that the final trials draw on the same study slots as the search."""
+
+    def __init__(self, config: dict, seeds: list[int], metric: str, mode: str):
+        super().__init__(metric=metric, mode=mode)
+        self.config, self.pending = dict(config), list(seeds)
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return not config  # the configuration is ours; a param_space would be ignored
+
+    def suggest(self, trial_id: str) -> Optional[Dict]:
+        if not self.pending:
+            return Searcher.FINISHED
+        return self.config | {"seed": self.pending.pop(0)}
+
+    def on_trial_complete(self, trial_id: str, result: Optional[Dict] = None, error: bool = False):
+        pass
+
+    def get_state(self) -> dict:
+        return {"config": self.config, "pending": self.pending}
+
+    def set_state(self, state: dict) -> None:
+        self.config, self.pending = state["config"], state["pending"]
+
+    def save(self, checkpoint_path: str) -> None:
+        import json
+
+        with open(checkpoint_path, "w") as out:
+            json.dump(self.get_state(), out)
+
+    def restore(self, checkpoint_path: str) -> None:
+        import json
+
+        with open(checkpoint_path) as source:
+            self.set_state(json.load(source))
+
+
+class CellRunner:
+    """Runs every cell's work (a function of the cell) in threads, all at once or one after
+    another; a cell's search result is published as soon as it is chosen, so a cell that
+    depends on it (lr_from) starts its own search then, not when the source cell's seeds end."""
+
+    def __init__(self, cells: list[tuple[str, int]], in_parallel: bool):
+        self.cells = cells
+        self.in_parallel = in_parallel
+        self.chosen: dict[tuple[str, int], Future] = {cell: Future() for cell in cells}
+
+    def publish(self, cell: tuple[str, int], best: dict | None, error: BaseException | None = None) -> None:
+        future = self.chosen[cell]
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(best)
+
+    def wait_for(self, cell: tuple[str, int]) -> dict:
+        """The chosen hyper-parameters of an earlier cell (raises its failure)."""
+        return self.chosen[cell].result()
+
+    def run(self, work: Callable[[tuple[str, int]], list[dict]]) -> list[dict]:
+        """`work(cell)` for every cell; the results in the cells' order."""
+        workers = len(self.cells) if self.in_parallel else 1
+        with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="cell") as pool:
+            futures = [pool.submit(self._run_one, work, cell) for cell in self.cells]
+            return [row for future in futures for row in future.result()]
+
+    def _run_one(self, work, cell) -> list[dict]:
+        try:
+            return work(cell)
+        finally:
+            # A cell that ended without publishing (it failed before choosing) must not leave
+            # a dependent cell waiting forever.
+            self.publish(cell, None, RuntimeError(f"{cell[0]} K={cell[1]} did not finish its search"))
