@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def benchmarks() -> dict:
-    from benchmarks import bench_memory, bench_predict, bench_ray, bench_train
+    from benchmarks import bench_memory, bench_pool, bench_predict, bench_ray, bench_train
 
     return {
         "ce_pass": ("1. CE pass (prompt_ki, K=16, batch 16) vs a bare PyTorch loop", bench_train.ce_pass_vs_bare_loop),
@@ -43,6 +43,8 @@ def benchmarks() -> dict:
                             functools.partial(bench_ray.study_on_ray_vs_in_process, workers=0)),
         "ray_trivial": ("5b. one trivial TorchTrainer trial: stock vs lean trainer vs local mode", bench_ray.trivial_trial_cost),
         "memory": ("6. peak RSS of one training run (cloce_d, K=16)", bench_memory.training_run_peak_rss),
+        "pool": ("7. a study's trial slots busy (utilisation), every cell at once; before: one cell after another",
+                 bench_pool.study_pool_utilisation),
     }
 
 

@@ -1,0 +1,106 @@
+"""7. How many of a study's trial slots are busy: cells one after another vs every cell at once.
+
+The measurement of issue 14, repeated: a local runtime declaring 16 logical CPUs, a tiny
+random BERT on a SemEval slice, 5 variants x K 4/8, 4 search trials + seeds 1-3, 1 epoch:
+60 trials of one CPU each. The same study runs twice, `resources.cells_in_parallel` false
+(the old way) then true. Trials running at any moment come from the MLflow child runs'
+start and end times (a run starts when its trial has started its process and ends after
+its last report), so the few seconds a trial spends starting are not counted as running.
+
+    python benchmarks/run.py --only pool        # ~10 minutes on 2 cores
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SLOTS = 16
+
+
+def tiny_study_inputs(directory: Path) -> tuple[Path, Path]:
+    """A tiny random BERT with the bundled tokenizer, and SemEval with every train sentence
+    (K-shot samples need them) and slices of val and test."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+
+    from cloce.backbone import default_model_path
+    from cloce.data.dataset import default_data_dir
+
+    model_dir, data_dir = directory / "tiny_bert", directory / "semeval"
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=256)
+    BertForMaskedLM(config).save_pretrained(str(model_dir))
+    AutoTokenizer.from_pretrained(default_model_path()).save_pretrained(str(model_dir))
+    source = default_data_dir()
+    data_dir.mkdir()
+    for split, every in (("train", 1), ("val", 40), ("test", 60)):
+        lines = (source / f"{split}.txt").read_text().splitlines()
+        (data_dir / f"{split}.txt").write_text("\n".join(lines[::every]) + "\n")
+    (data_dir / "rel2id.json").write_text((source / "rel2id.json").read_text())
+    return model_dir, data_dir
+
+
+def run_study(directory: Path, model_dir: Path, data_dir: Path, in_parallel: bool) -> dict:
+    name = "parallel" if in_parallel else "sequential"
+    db = directory / f"{name}.db"
+    command = [
+        sys.executable, str(REPO / "study" / "run_fewshot_grid.py"), "--data-dir", str(data_dir),
+        "--model", str(model_dir), "--variants", "finetune", "prompt", "prompt_ki", "cloce_s", "cloce_d",
+        "--ks", "4", "8", "--seeds", "1", "2", "3", "--num-samples", "4", "--epochs", "1",
+        "--num-cpus", str(SLOTS), "--max-concurrent-trials", str(SLOTS), "--study-dir", str(directory / name),
+        "--tracking-uri", f"sqlite:///{db}", "--set", "train.num_threads=1", "--set", "search.asha=false",
+        "--set", f"resources.cells_in_parallel={'true' if in_parallel else 'false'}",
+    ]
+    env = os.environ | {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled"}
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=directory, timeout=3600)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"{name} study failed: {done.stdout[-2000:]} {done.stderr[-2000:]}")
+    return {"wall_s": wall, **occupancy(f"sqlite:///{db}")}
+
+
+def occupancy(uri: str) -> dict:
+    """Peak and mean number of trials running, from the child runs' start and end times."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("cloce-quick")
+    runs = [r for r in client.search_runs([experiment.experiment_id], max_results=5000)
+            if "mlflow.parentRunId" in r.data.tags]
+    spans = [(r.info.start_time / 1000, r.info.end_time / 1000) for r in runs if r.info.end_time]
+    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    running = peak = 0
+    area, last = 0.0, events[0][0]
+    for moment, change in events:
+        area += running * (moment - last)
+        running, last = running + change, moment
+        peak = max(peak, running)
+    span = events[-1][0] - events[0][0]
+    return {"trials": len(spans), "peak_running": peak, "mean_running": area / span, "trial_span_s": span,
+            "utilisation": area / span / SLOTS}
+
+
+def study_pool_utilisation() -> dict:
+    with tempfile.TemporaryDirectory(prefix="cloce-bench-pool-") as scratch:
+        directory = Path(scratch)
+        model_dir, data_dir = tiny_study_inputs(directory)
+        before = run_study(directory, model_dir, data_dir, in_parallel=False)
+        after = run_study(directory, model_dir, data_dir, in_parallel=True)
+    return {
+        "ratio": after["utilisation"], "target": ">= 0.75", "slots": SLOTS,
+        "before": {k: round(v, 2) for k, v in before.items()}, "after": {k: round(v, 2) for k, v in after.items()},
+        "wall_before_over_after": before["wall_s"] / after["wall_s"],
+    }
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(study_pool_utilisation(), indent=1))
