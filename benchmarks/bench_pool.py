@@ -3,15 +3,17 @@
 The measurement of issue 14, repeated: a local runtime declaring 16 logical CPUs, a tiny
 random BERT on a SemEval slice, 5 variants x K 4/8, 4 search trials + seeds 1-3, 1 epoch:
 60 trials of one CPU each. The same study runs twice, `resources.cells_in_parallel` false
-(the old way) then true. Trials running at any moment come from the MLflow child runs'
-start and end times (a run starts when its trial has started its process and ends after
-its last report), so the few seconds a trial spends starting are not counted as running.
+(the old way) then true. A slot is busy from the moment Tune starts a trial on it (the
+study's progress line `start`) until the trial ends (`done` / `FAILED`): the trial's
+process start-up counts as busy. Beside it, `training_*` counts only the span of each
+trial's MLflow child run (created once the trial's process is up, ended after its last report).
 
     python benchmarks/run.py --only pool        # ~10 minutes on 2 cores
 """
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -63,18 +65,41 @@ def run_study(directory: Path, model_dir: Path, data_dir: Path, in_parallel: boo
     wall = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"{name} study failed: {done.stdout[-2000:]} {done.stderr[-2000:]}")
-    return {"wall_s": wall, **occupancy(f"sqlite:///{db}")}
+    training = {f"training_{k}": v for k, v in occupancy(mlflow_spans(f"sqlite:///{db}")).items()}
+    return {"wall_s": wall, **occupancy(progress_spans(done.stdout)), **training}
 
 
-def occupancy(uri: str) -> dict:
-    """Peak and mean number of trials running, from the child runs' start and end times."""
+PROGRESS = re.compile(r"^\[\s*([0-9.]+)s\] (start|done|FAILED)\s+(?:\S+/)?([0-9a-f]{8})\b")
+
+
+def progress_spans(stdout: str) -> list[tuple[float, float]]:
+    """(start, end) of every trial from the study's progress lines (study/progress.py); a
+    trial Tune restarts after a failure starts again, so spans run from its first start."""
+    started, spans = {}, []
+    for line in stdout.splitlines():
+        match = PROGRESS.match(line)
+        if not match:
+            continue
+        moment, event, trial = float(match[1]), match[2], match[3]
+        if event == "start":
+            started.setdefault(trial, moment)
+        elif trial in started:
+            spans.append((started.pop(trial), moment))
+    return spans
+
+
+def mlflow_spans(uri: str) -> list[tuple[float, float]]:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("cloce-quick")
     runs = [r for r in client.search_runs([experiment.experiment_id], max_results=5000)
             if "mlflow.parentRunId" in r.data.tags]
-    spans = [(r.info.start_time / 1000, r.info.end_time / 1000) for r in runs if r.info.end_time]
+    return [(r.info.start_time / 1000, r.info.end_time / 1000) for r in runs if r.info.end_time]
+
+
+def occupancy(spans: list[tuple[float, float]]) -> dict:
+    """Peak and mean number of trials running over the span from the first start to the last end."""
     events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
     running = peak = 0
     area, last = 0.0, events[0][0]

@@ -15,7 +15,7 @@ class ProgressPrinter(Callback):
         self.done = 0
 
     def _say(self, text: str) -> None:
-        print(f"[{time.perf_counter() - self.started:6.0f}s] {text}", flush=True)
+        print(f"[{time.perf_counter() - self.started:7.1f}s] {text}", flush=True)
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._say(f"start  {trial.experiment_dir_name}/{trial.trial_id} {_short(trial.config)}")
