@@ -30,7 +30,7 @@ class TrainConfig:
     test_sample: int | None = None  # test on a fixed random subset of this size (same for every run); None: all
     val_sample: int | None = None  # validate on a fixed random subset of val of this size; None: all
     epochs: int = 20
-    batch_size: int = 16
+    batch_size: int = 16  # the global batch: N workers each take a share of it (cloce/batching.py)
     # Batches of instances of similar length (a new random set every epoch): on SemEval K=16,
     # batch 8, 93% of the padded tokens are real instead of 70%, and the CE pass on CPU is
     # ~15% faster. Off by default: in few-shot runs it learned worse (prompt_ki K=16, batch 8:
@@ -44,7 +44,7 @@ class TrainConfig:
     max_seq_len: int = 256
     # Contrastive step (cloce_s / cloce_d only).
     cl_lr: float = 1e-5
-    cl_batch_size: int = 16  # pairs per optimiser step
+    cl_batch_size: int = 16  # pairs per optimiser step, all workers together
     margin: float = 0.5
     trainable_margin: bool = False  # bounded to [margin_low, margin_high]
     margin_low: float = 0.05

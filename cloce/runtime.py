@@ -38,6 +38,12 @@ def bf16_native(device_type: str) -> bool:
     return False
 
 
+def bf16_active(device: torch.device, asked: bool) -> bool:
+    """Whether bf16 autocast really runs: asked for, on a device that computes bf16 natively.
+    A run's numbers depend on it, not on the asking alone: a study records it per trial."""
+    return bool(asked) and bf16_native(device.type)
+
+
 def set_threads(num_threads: int | None) -> None:
     """All cores by default; a launcher running several workers on one machine passes its share."""
     torch.set_num_threads(num_threads or os.cpu_count() or 1)
@@ -55,7 +61,12 @@ def _identity(x):
 
 @dataclass
 class Runtime:
-    """The local single-process runtime; fields are the hooks a distributed launcher replaces."""
+    """The local single-process runtime; fields are the hooks a distributed launcher replaces.
+
+    The training loader `prepare_loader` gets has a batch sampler giving this worker's share
+    of every global batch (cloce.batching): it must keep it (Ray's `prepare_data_loader` with
+    `add_dist_sampler=False`). `prepare_model` wraps for gradient averaging (DDP), which the
+    loop's share weights assume."""
 
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     prepare_model: Callable[[torch.nn.Module], torch.nn.Module] | None = None
@@ -79,6 +90,15 @@ class Runtime:
         gathered: list[Any] = [None] * self.world_size
         dist.all_gather_object(gathered, obj)
         return gathered
+
+    def average_gradients(self, parameters) -> None:
+        """What DistributedDataParallel does for the model's, for parameters outside it."""
+        if self.world_size == 1 or not dist.is_initialized():
+            return
+        for parameter in parameters:
+            if parameter.grad is not None:
+                dist.all_reduce(parameter.grad)
+                parameter.grad /= self.world_size
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

@@ -25,7 +25,7 @@ class TrainState:
     best_epoch: int
     best_val: dict  # Evaluation.to_dict()
     optimizers: dict[str, Any]  # state dicts: ce, scheduler, cl, margin
-    rng: dict[str, Any]  # torch, pair generator (older checkpoints: also the loader's, unused)
+    rng: dict[str, Any]  # torch, pair generator, CUDA (where present); older checkpoints: also the loader's, unused
     history: list[dict]
 
 
@@ -43,7 +43,8 @@ def save_train_state(state: TrainState, directory: str | Path) -> Path:
         "model": _flatten(state.model, "model", tensors),
         # Most epochs of a short run are the best so far: then the best weights are the
         # current ones, and the checkpoint (written every epoch) need not hold them twice.
-        "best_model": SAME_AS_MODEL if state.best_epoch == state.epoch else _flatten(state.best_model, "best_model", tensors),
+        "best_model": SAME_AS_MODEL if state.best_epoch == state.epoch or state.best_model is state.model
+        else _flatten(state.best_model, "best_model", tensors),
         "optimizers": _flatten(state.optimizers, "optimizers", tensors),
         "rng": _flatten(state.rng, "rng", tensors),
     }
@@ -51,6 +52,15 @@ def save_train_state(state: TrainState, directory: str | Path) -> Path:
     save_file({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, str(directory / TENSORS))
     (directory / STRUCTURE).write_text(json.dumps(skeleton))
     return directory
+
+
+def final_state(state: TrainState) -> TrainState:
+    """What resume needs once the last epoch is trained: the best weights, history and RNG
+    states; no optimiser state and no last-epoch weights (nothing is trained again, and the
+    test runs on the best weights). A third of a full checkpoint with fused AdamW."""
+    return TrainState(epoch=state.epoch, model=state.best_model, best_model=state.best_model,
+                      best_epoch=state.best_epoch, best_val=state.best_val, optimizers={}, rng=state.rng,
+                      history=state.history)
 
 
 class TrainStateError(ValueError):

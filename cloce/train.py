@@ -16,10 +16,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
-from torch.utils.data.distributed import DistributedSampler
 
 from cloce import optim
-from cloce.batching import LengthGroupedSampler
+from cloce.batching import STAND_IN, GlobalBatchSampler, global_batch_sizes, share_weight, worker_share
 from cloce.config import TrainConfig
 from cloce.contrastive import PairSet, build_contrastive_pairs
 from cloce.data.dataset import Dataset
@@ -29,7 +28,7 @@ from cloce.losses import BoundedMargin, contrastive_margin_loss
 from cloce.metrics import Evaluation, evaluate
 from cloce.mlm_adapt import AdaptedBackbone, MlmAdaptConfig, adapt_backbone
 from cloce.pipeline import RelationPipeline, build_pipeline, type_vocabulary
-from cloce.runtime import Runtime, bf16_native, pick_device, seed_everything, set_threads, unwrap
+from cloce.runtime import Runtime, bf16_active, pick_device, seed_everything, set_threads, unwrap
 from cloce.state import TrainState
 from cloce.variants import Variant, get_variant
 
@@ -44,6 +43,7 @@ class EpochRecord:
     train_loss: float
     val_micro_f1: float
     val_macro_f1_semeval: float | None
+    val_accuracy: float | None = None  # the paper's Figure 3 plots it; None in older histories
     cl_loss: float | None = None
     pairs: dict[str, int] = field(default_factory=dict)
     margin: float | None = None
@@ -83,6 +83,7 @@ class TrainResult:
     test: Evaluation | None
     test_predictions: list[int]
     mlm_adapt: AdaptedBackbone | None = None  # the adapted backbone the prompt variant loaded, if any
+    bf16_active: bool = False  # bf16 autocast really ran (config.bf16 asks; the device decides)
 
 
 def train(
@@ -117,7 +118,7 @@ def train(
     train_split = EncodedSplit(pipeline.encode(train_tokens))
     train_loader = runtime.prepare_loader(
         DataLoader(
-            train_split, batch_size=config.batch_size, sampler=train_sampler(train_split, config, runtime),
+            train_split, batch_sampler=train_sampler(train_split, config, runtime),
             collate_fn=Collator(pipeline.tokenizer.pad_token_id),
         )
     )
@@ -128,9 +129,11 @@ def train(
     # Model and optimisers: one for cross-entropy, one of its own for the contrastive step.
     model = runtime.model_to_device(pipeline.model)
     ce_optimizer = adamw(unwrap(model), config.lr, config.weight_decay)
-    steps = config.epochs * math.ceil(len(train_tokens) / (config.batch_size * runtime.world_size))
+    steps = config.epochs * math.ceil(len(train_tokens) / config.batch_size)  # global batches: any worker count
     scheduler = linear_warmup_decay(ce_optimizer, steps, config.warmup_ratio)
-    margin = BoundedMargin(config.margin, config.margin_low, config.margin_high) if config.trainable_margin else None
+    margin = None
+    if config.trainable_margin:  # not part of the model: moved here, its gradient zeroed by cl_optimizer
+        margin = BoundedMargin(config.margin, config.margin_low, config.margin_high).to(runtime.device)
     cl_optimizer = contrastive_optimizer(unwrap(model), variant.contrastive, config.cl_lr, margin)
     pair_rng = random.Random(f"cloce-pairs:{config.seed}")
 
@@ -139,6 +142,9 @@ def train(
     optimizers = {"ce": ce_optimizer, "scheduler": scheduler, "cl": cl_optimizer, "margin": margin}
     if resume is not None:
         history, best = restore_state(resume, unwrap(model), optimizers, pair_rng)
+        if not resume.optimizers and len(history) < config.epochs:
+            raise ValueError(f"the resume state was taken after the last of {len(history)} epochs (no optimiser "
+                             f"state): it cannot continue to {config.epochs} epochs")
 
     def snapshot() -> TrainState:
         return take_state(history, best, unwrap(model), optimizers, pair_rng)
@@ -152,14 +158,18 @@ def train(
         cl_loss, pairs = None, PairSet()
         if variant.contrastive != "none":
             pairs = build_contrastive_pairs(train_tokens, predictions, pair_rng)
+            # The K-shot sample is sorted by label: unshuffled, each contrastive batch would hold
+            # the errors of one or two gold labels. Same generator, same list on every worker.
+            pair_rng.shuffle(pairs.pairs)
             cl_loss = contrastive_pass(model, pipeline, pairs, cl_optimizer, margin, variant.contrastive, config, runtime)
         cl_seconds = time.perf_counter() - started - ce_seconds
 
         val_eval, _ = evaluate_split(model, pipeline, val_split, config, runtime)
         record = EpochRecord(
             epoch=epoch, train_loss=train_loss, val_micro_f1=val_eval.micro_f1,
-            val_macro_f1_semeval=val_eval.macro_f1_semeval, cl_loss=cl_loss, pairs=pairs.stats(),
-            margin=None if variant.contrastive == "none" else float(margin() if margin else config.margin),
+            val_macro_f1_semeval=val_eval.macro_f1_semeval, val_accuracy=val_eval.accuracy,
+            cl_loss=cl_loss, pairs=pairs.stats(),
+            margin=None if variant.contrastive == "none" else (margin().item() if margin else config.margin),
             seconds=time.perf_counter() - started, ce_seconds=ce_seconds, cl_seconds=cl_seconds,
             val_seconds=time.perf_counter() - started - ce_seconds - cl_seconds,
             train_samples_per_s=len(train_tokens) / ce_seconds,
@@ -177,7 +187,8 @@ def train(
     test_eval, test_predictions = (None, [])
     if test_split is not None:
         test_eval, test_predictions = evaluate_split(model, pipeline, test_split, config, runtime)
-    return TrainResult(config, pipeline, sample, history, best_epoch, best_val, test_eval, test_predictions, adapted)
+    return TrainResult(config, pipeline, sample, history, best_epoch, best_val, test_eval, test_predictions, adapted,
+                       bf16_active=bf16_active(runtime.device, config.bf16))
 
 
 def adapted_backbone(
@@ -203,7 +214,7 @@ def take_state(history, best, model, optimizers, pair_rng: random.Random) -> Tra
         best_val=best[3].to_dict(),
         optimizers={name: opt.state_dict() for name, opt in optimizers.items() if opt is not None},
         # No loader state: the training order is a function of (seed, epoch), see train_sampler.
-        rng={"torch": torch.get_rng_state(), "pairs": pair_rng.getstate()},
+        rng={"torch": torch.get_rng_state(), "pairs": pair_rng.getstate(), **cuda_rng_state()},
         history=[vars(r) for r in history],
     )
 
@@ -211,14 +222,29 @@ def take_state(history, best, model, optimizers, pair_rng: random.Random) -> Tra
 def restore_state(state: TrainState, model, optimizers, pair_rng: random.Random):
     model.load_state_dict(state.model)
     for name, opt in optimizers.items():
-        if opt is not None:
+        if opt is not None and state.optimizers:  # none: taken after the last epoch (cloce.state.final_state)
             opt.load_state_dict(state.optimizers[name])
     torch.set_rng_state(state.rng["torch"])
+    restore_cuda_rng_state(state.rng)
     # Older checkpoints also hold rng["shuffle"], a loader generator no longer used: ignored.
     pair_rng.setstate(_as_tuples(state.rng["pairs"]))
     history = [EpochRecord(**r) for r in state.history]
     best = (state.best_val["micro_f1"], state.best_epoch, state.best_model, Evaluation.from_dict(state.best_val))
     return history, best
+
+
+def cuda_rng_state() -> dict:
+    """The CUDA generators (dropout on a GPU draws from them), one per visible device."""
+    return {"cuda": torch.cuda.get_rng_state_all()} if torch.cuda.is_available() else {}
+
+
+def restore_cuda_rng_state(rng: dict) -> None:
+    """A checkpoint saved where CUDA was absent, or before the CUDA generators were saved, holds
+    none: then they stay as seeded, and a resumed GPU run's dropout differs from an uninterrupted one."""
+    if "cuda" in rng and torch.cuda.is_available():
+        states = list(rng["cuda"])[: torch.cuda.device_count()]
+        for device, generator_state in enumerate(states):
+            torch.cuda.set_rng_state(generator_state, device)
 
 
 def _as_tuples(value):
@@ -231,20 +257,25 @@ def classification_pass(model, loader, optimizer, scheduler, config: TrainConfig
     (taken from this pass itself, as the contrastive step needs them: no second pass)."""
     model.train()
     total, count, predicted = 0.0, 0, {}
-    for batch in loader:
+    # The loader gives this worker's share of each global batch (cloce.batching); each share's
+    # mean is weighted so that the step is the global batch's mean for any number of workers.
+    for batch, global_size in zip(loader, global_batch_sizes(len(loader.dataset), config.batch_size), strict=True):
         batch = to_device(batch, runtime.device)
+        real = batch["index"] != STAND_IN  # all rows, or the one stand-in row of an empty share
         with autocast(runtime.device, config.bf16):
             logits = model(batch)
-        loss = F.cross_entropy(logits.float(), batch["labels"])
-        check_finite(loss, "cross-entropy")
+        mean = F.cross_entropy(logits.float(), batch["labels"])
+        check_finite(mean, "cross-entropy")
+        share = int(real.sum())
+        loss = mean * share_weight(share, global_size, runtime.world_size)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
         scheduler.step()
-        total += loss.item() * len(batch["labels"])
-        count += len(batch["labels"])
-        predicted.update(zip(batch["index"].tolist(), logits.argmax(-1).tolist()))
+        total += mean.item() * share
+        count += share
+        predicted.update(zip(batch["index"][real].tolist(), logits.argmax(-1)[real].tolist()))
     parts = runtime.gather((predicted, total, count))
     merged = {index: label for part in parts for index, label in part[0].items()}
     mean_loss = sum(part[1] for part in parts) / max(1, sum(part[2] for part in parts))
@@ -259,14 +290,14 @@ def contrastive_pass(model, pipeline, pairs: PairSet, optimizer, margin, kind: s
     collate = Collator(pipeline.tokenizer.pad_token_id)
     model.train()
     total, count = 0.0, 0
-    # Workers split each global batch of the (identical) pair list; every worker takes the
-    # same number of steps, or DistributedDataParallel would wait forever.
-    step = config.cl_batch_size * runtime.world_size
-    for start in range(0, len(pairs.pairs), step):
-        mine = start + runtime.rank * config.cl_batch_size
-        chunk = pairs.pairs[mine : min(mine + config.cl_batch_size, start + step)]
-        weight = 1.0 if chunk else 0.0  # a worker left without pairs still steps, with no effect
-        chunk = chunk or pairs.pairs[start : start + 1]
+    # Workers split each global mini-batch of `cl_batch_size` pairs of the (identical) pair
+    # list, weighted as the CE pass's shares: the step is the mean over all its pairs. Every
+    # worker takes the same number of steps, or DistributedDataParallel would wait forever.
+    for start in range(0, len(pairs.pairs), config.cl_batch_size):
+        global_batch = pairs.pairs[start : start + config.cl_batch_size]
+        chunk = worker_share(global_batch, runtime.world_size, runtime.rank)
+        weight = share_weight(len(chunk), len(global_batch), runtime.world_size)
+        chunk = chunk or global_batch[:1]  # a worker left without pairs still steps, weighted 0
         # An error instance anchors both its positive and its negative pair: encode it once.
         anchor_of = {id(p.anchor): p.anchor for p in chunk}
         row_of = {key: row for row, key in enumerate(anchor_of)}
@@ -276,14 +307,19 @@ def contrastive_pass(model, pipeline, pairs: PairSet, optimizer, margin, kind: s
         rows = torch.tensor([row_of[id(p.anchor)] for p in chunk], device=runtime.device)
         with autocast(runtime.device, config.bf16):
             s_i, s_j = model(anchors, output=output)[rows], model(partners, output=output)
-        loss = weight * contrastive_margin_loss(s_i.float(), s_j.float(), y, margin() if margin else config.margin)
-        check_finite(loss, "contrastive")
+        mean = contrastive_margin_loss(s_i.float(), s_j.float(), y, margin() if margin else config.margin)
+        check_finite(mean, "contrastive")
+        loss = weight * mean
         model.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=True)  # also the trainable margin's, which is not in the model
         loss.backward()
+        if margin is not None:  # outside the model, so DistributedDataParallel does not average it
+            runtime.average_gradients(margin.parameters())
         optimizer.step()
         model.zero_grad(set_to_none=True)  # the CE optimiser must not see contrastive gradients
-        total += loss.item() * len(chunk)
-        count += len(chunk) if weight else 0
+        if weight:  # a stand-in pair counts for nothing
+            total += mean.item() * len(chunk)
+            count += len(chunk)
     totals = runtime.gather((total, count))
     return sum(t for t, _ in totals) / max(1, sum(c for _, c in totals))
 
@@ -346,19 +382,19 @@ def linear_warmup_decay(optimizer, total_steps: int, warmup_ratio: float):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def train_sampler(split: EncodedSplit, config: TrainConfig, runtime: Runtime) -> DistributedSampler:
-    """The training order, a function of (seed, epoch) only: nothing to checkpoint, and a
-    resumed run continues in the order of an uninterrupted one. Both are DistributedSamplers,
-    which Ray's `prepare_data_loader` keeps (it would put one seeded 0 in place of any other)."""
-    if config.length_grouped:
-        lengths = [len(e.input_ids) for e in split.items]
-        return LengthGroupedSampler(lengths, config.batch_size, runtime.world_size, runtime.rank, config.seed)
-    return DistributedSampler(split, runtime.world_size, runtime.rank, shuffle=True, seed=config.seed)
+def train_sampler(split: EncodedSplit, config: TrainConfig, runtime: Runtime) -> GlobalBatchSampler:
+    """This worker's share of the global batches, a function of (seed, epoch) only: nothing to
+    checkpoint, and a resumed run continues in the order of an uninterrupted one. A batch
+    sampler: a distributed launcher must not put a DistributedSampler in its place (Ray:
+    `prepare_data_loader(..., add_dist_sampler=False)`)."""
+    lengths = [len(e.input_ids) for e in split.items]
+    return GlobalBatchSampler(lengths, config.batch_size, runtime.world_size, runtime.rank, config.seed,
+                              length_grouped=config.length_grouped)
 
 
 def train_loader_epoch(loader, epoch: int) -> None:
-    """The samplers draw a new order only when told the epoch."""
-    sampler = getattr(loader, "sampler", None)
+    """The sampler draws a new order only when told the epoch."""
+    sampler = getattr(loader, "batch_sampler", None)
     if hasattr(sampler, "set_epoch"):
         sampler.set_epoch(epoch)
 
@@ -369,7 +405,7 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
 
 def autocast(device: torch.device, enabled: bool):
     """bf16 autocast when asked for and the device computes bf16 natively; fp32 otherwise."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled and bf16_native(device.type))
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16_active(device, enabled))
 
 
 def check_finite(loss: torch.Tensor, what: str) -> None:

@@ -11,7 +11,8 @@ trains every seed of `study.seeds` with the chosen values.
     [search]            num_samples, search_seed, max_concurrent_trials (per cell; 0: all), asha,
                         grace_period, enabled
     [resources]         workers_per_trial, use_gpu, cpus_per_worker, gpus_per_worker, max_failures,
-                        max_running_trials (the whole study; 0: what the cluster holds), cells_in_parallel
+                        max_running_trials (the whole study; 0: what the cluster holds), cells_in_parallel,
+                        checkpoint_every_s
     [spaces.<variant>]  lr, cl_lr = [low, high] (log-uniform), margin = [low, high] (uniform);
                         a key left out keeps DEFAULT_SPACES' range, `[]` fixes it (not searched);
                         lr = "<variant>" takes the lr that variant's search chose at the same K
@@ -87,6 +88,10 @@ class ResourcesConfig:
     max_failures: int = 1  # retries of a failed trial from its checkpoint (Ray Train's, Tune's in local mode); -1: forever
     max_running_trials: int = 0  # trials of the whole study at once; 0: as many as the cluster holds
     cells_in_parallel: bool = True  # False: one (variant, K) cell after another, as before the pool
+    # A trial checkpoints its last epoch, and an earlier one only when waiting for the next epoch
+    # would leave more than this many seconds of training unsaved (study/checkpointing.py): a
+    # killed trial loses at most this much. 0: every epoch. Changes no number.
+    checkpoint_every_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -128,8 +133,9 @@ class StudyConfig:
 
     def cell_fingerprint(self, variant: str, k: int) -> str:
         """What a (variant, K) cell's trial results depend on: its training config (but the
-        seed), data, model, search space and search seed / early stopping. A results file's records count
-        for a cell only under the same fingerprint."""
+        seed), data, model, search space and search seed / early stopping, and how the trials
+        will run (`numbers_setup`). A results file's records count for a cell only under the
+        same fingerprint."""
         train = self.train_config(variant, k, 0).to_dict()
         unused = ("seed", "num_threads")  # the seed is the record's own; threads change no number
         if get_variant(variant).head == "marker":  # fine-tuning reads no MLM head: adaptation is not its
@@ -145,7 +151,40 @@ class StudyConfig:
         parts = {"train": train, "data": vars(self.data_config()), "space": space,
                  # Not num_samples: more search trials extend a search, its finished ones still count.
                  "search": [self.search.enabled, self.search.search_seed, self.search.asha, self.search.grace_period]}
+        setup = self.numbers_setup()
+        if setup:  # added later: at the neutral setup it leaves earlier records valid
+            parts["setup"] = setup
         return hashlib.sha1(json.dumps(_plain(parts), sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+    def numbers_setup(self) -> dict[str, object]:
+        """How this study's trials will run, where that changes their numbers, as far as the
+        driver can tell; only what differs from the neutral setup every record had before the
+        fingerprint held it: one worker, on CPU, bf16 autocast active exactly when asked for.
+
+        - workers: `train.batch_size` is the global batch, so N workers give one worker's
+          numbers to float summation order only (tests/test_worker_count.py), and a flipped
+          argmax can carry such a difference on. 0 (local mode) and 1 are one worker alike.
+        - use_gpu: other kernels, other numbers (and GPU runs are not bit-reproducible).
+        - bf16_active: `train.bf16` only asks; a device that does not compute bf16 natively
+          runs fp32 (cloce.runtime.bf16_active), other numbers. Known for sure only where the
+          trial runs, which records it (MLflow tags `bf16_active`, `world_size`; the ledger
+          record's fields). The fingerprint takes the driver's judgement of its own device
+          kind: in a local study the trials' very machine; a CPU cluster's nodes are taken to
+          be alike. A driver without a GPU cannot judge a GPU study's: it takes bf16 as asked
+          (every GPU since Ampere computes bf16).
+        Not threads (cpus_per_worker), GPU shares or retries: they change no number.
+        """
+        import torch
+
+        from cloce.runtime import bf16_native
+
+        asked = bool(self.train.get("bf16", TrainConfig.bf16))
+        device_type = "cuda" if self.resources.use_gpu else "cpu"
+        judged = device_type == "cpu" or torch.cuda.is_available()
+        setup = {"workers": max(1, self.resources.workers_per_trial), "use_gpu": self.resources.use_gpu,
+                 "bf16_active": asked and (bf16_native(device_type) if judged else True)}
+        neutral = {"workers": 1, "use_gpu": False, "bf16_active": asked}
+        return {name: value for name, value in setup.items() if value != neutral[name]}
 
     def data_config(self) -> DataConfig:
         return DataConfig(data_dir=self.data_dir, format=self.data_format)
@@ -277,6 +316,8 @@ def _build(raw: dict, problems: list[str]) -> StudyConfig | None:
                                            "max_running_trials": 0}),
     ]
     problems.extend(p for group in checks for p in group)
+    if resources.get("checkpoint_every_s", 0) < 0:
+        problems.append(f"resources.checkpoint_every_s: must be >= 0 (0: every epoch), got {resources['checkpoint_every_s']}")
     if "gpus_per_worker" in resources and not resources["gpus_per_worker"] > 0:
         problems.append(f"resources.gpus_per_worker: must be > 0, got {resources['gpus_per_worker']}")
     trial = _train_config(train, problems)  # the well-typed keys: their problems are reported too

@@ -28,7 +28,7 @@ TRIAL_SCHEMA: dict[str, pl.DataType] = {
 }
 EPOCH_SCHEMA: dict[str, pl.DataType] = {
     "variant": pl.String, "k": pl.Int64, "seed": pl.Int64, "epoch": pl.Int64,
-    "val_micro_f1": pl.Float64, "train_loss": pl.Float64, "cl_loss": pl.Float64,
+    "val_micro_f1": pl.Float64, "train_loss": pl.Float64, "cl_loss": pl.Float64, "val_accuracy": pl.Float64,
 }
 CELL = ["variant", "k"]
 MISSING = "missing"
@@ -153,7 +153,7 @@ def _epoch_rows(rows: Sequence[Row]) -> pl.DataFrame:
     """One row per (finished trial, epoch) with a validation score."""
     records = [
         {"variant": row["variant"], "k": row["k"], "seed": row["seed"],
-         **{name: entry.get(name) for name in ("epoch", "val_micro_f1", "train_loss", "cl_loss")}}
+         **{name: entry.get(name) for name in ("epoch", "val_micro_f1", "train_loss", "cl_loss", "val_accuracy")}}
         for row in _finished_rows(rows)
         for entry in row.get("history") or []
         if entry.get("epoch") is not None and entry.get("val_micro_f1") is not None
@@ -170,6 +170,7 @@ def epoch_table(rows: Sequence[Row], variants: Sequence[str] | None = None) -> p
         pl.col("val_micro_f1").std(ddof=1).alias("val_micro_f1_std"),
         pl.col("train_loss").mean().alias("train_loss_mean"),
         pl.col("cl_loss").mean().alias("cl_loss_mean"),
+        pl.col("val_accuracy").mean().alias("val_accuracy_mean"),  # Figure 3's measure
     )
     return _sorted_cells(table, variants, "epoch")
 

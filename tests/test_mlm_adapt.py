@@ -143,7 +143,7 @@ def tiny_dataset() -> Dataset:
 
 def test_train_adapts_the_backbone_of_prompt_variants_only(tiny_model_dir, tmp_path):
     values = dict(model=tiny_model_dir, k=2, epochs=1, batch_size=4, lr=1e-3, max_seq_len=32,
-                  mlm_adapt_steps=3, mlm_adapt_batch_size=4, cache_dir=str(tmp_path))
+                  mlm_adapt_steps=3, mlm_adapt_batch_size=4, cache_dir=str(tmp_path), num_threads=1)
     prompted = train(TrainConfig(variant="prompt_ki", **values), tiny_dataset())
     assert prompted.mlm_adapt is not None and prompted.pipeline.model_name == str(prompted.mlm_adapt.path)
     assert prompted.mlm_adapt.info["sentences"] == len(ROWS)  # every train sentence, not the K-shot sample

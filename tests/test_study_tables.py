@@ -103,6 +103,18 @@ def test_epoch_table_means_validation_f1_over_seeds(rows):
     assert table["n"].to_list() == [3, 3, 3]
 
 
+def test_epoch_table_means_validation_accuracy_beside_f1():
+    """Figure 3 of the paper plots validation accuracy per epoch; older histories have none."""
+    rows = [trial("prompt_ki", 8, seed, 0.3, curve=[0.1, 0.2]) for seed in (1, 2, 3)]
+    for row, accuracies in zip(rows, ([0.5, 0.6], [0.7, 0.8], [None, None])):
+        for entry, accuracy in zip(row["history"], accuracies):
+            entry["val_accuracy"] = accuracy
+    del rows[2]["history"][0]["val_accuracy"]
+    table = epoch_table(rows)
+    assert table["val_accuracy_mean"].to_list() == pytest.approx([0.6, 0.7])
+    assert table["val_micro_f1_mean"].to_list() == pytest.approx([0.1, 0.2])
+
+
 def test_best_epoch_picks_epoch_with_best_mean_curve(rows):
     best = best_epochs(rows)
     by_cell = {(r["variant"], r["k"]): r for r in best.iter_rows(named=True)}
