@@ -33,7 +33,7 @@ def benchmarks() -> dict:
 
     return {
         "ce_pass": ("1. CE pass (prompt_ki, K=16, batch 16) vs a bare PyTorch loop", bench_train.ce_pass_vs_bare_loop),
-        "contrastive": ("2. cloce_d contrastive step vs its CE pass, K=16", bench_train.contrastive_overhead),
+        "contrastive": ("2. cloce_d contrastive step vs its CE pass, K=16, seconds per encoded sentence", bench_train.contrastive_overhead),
         "hf_trainer": ("3. cloce finetune vs Hugging Face Trainer, samples/s", bench_train.finetune_vs_hf_trainer),
         "hf_trainer_bf16": ("3b. the same, both with bf16 autocast", functools.partial(bench_train.finetune_vs_hf_trainer, bf16=True)),
         "predict": ("4. `cloce predict` vs bare inference_mode forward, samples/s", bench_predict.predict_vs_bare_forward),

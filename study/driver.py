@@ -138,7 +138,8 @@ def run_study(study: StudyConfig, args) -> str:
         print(f"{len(failed)} of {len(finals)} trials failed ({'; '.join(cells)}): their cells are marked "
               "in the table; MLflow holds each FAILED run with its error.txt", flush=True)
     table = fewshot_table(finals, study.variants, study.ks, study.seeds)
-    return to_markdown(table)
+    # What the study ends with: its table, then where its parent run is in the MLflow UI.
+    return to_markdown(table) + "\n" + tracking.ui_hint(uri, experiment_id, parent_id)
 
 
 def open_ledger(path: str | None):
@@ -159,9 +160,10 @@ def open_ledger(path: str | None):
 
 
 def attach_results(study: StudyConfig, finals: list[dict], study_dir: Path, uri: str, parent_id: str) -> None:
-    """Tables (markdown + CSV), plots, chosen configs and the sampled K-shot ids on the parent run."""
+    """Tables (markdown + CSV, and the few-shot table as an MLflow table), plots, chosen configs
+    and the sampled K-shot ids on the parent run; per-seed and per-cell test F1 as its metrics."""
     from study.plots import plot_f1_vs_k, plot_learning_curves
-    from study.tables import write_tables
+    from study.tables import fewshot_table, write_tables
 
     out = study_dir / "tables"
     paths = list(write_tables(finals, study.variants, study.ks, study.seeds, out).values())
@@ -171,8 +173,34 @@ def attach_results(study: StudyConfig, finals: list[dict], study_dir: Path, uri:
     (out / "kshot_ids.json").write_text(json.dumps(kshot_ids(study), indent=1))
     paths += [out / "final_trials.json", out / "kshot_ids.json"]
     tracking.log_files(uri, parent_id, paths, "results")
+    # The few-shot table as an MLflow table (results/fewshot_table.json, `MlflowClient.load_table`).
+    table = fewshot_table(finals, study.variants, study.ks, study.seeds)
+    tracking.log_table(uri, parent_id, table.to_dict(as_series=False), "results/fewshot_table.json")
     summary = {f"{r['variant']}_K{r['k']}_seed{r['seed']}_test_micro_f1": r["test_micro_f1"] for r in finals if r["test_micro_f1"] is not None}
+    summary |= cell_metrics(finals, study.variants, study.seeds)
     tracking.log_metrics(uri, parent_id, summary)
+
+
+CELL_STATS = {"test_micro_f1_mean": "test_micro_f1_mean", "test_micro_f1_std": "test_micro_f1_std",
+              "test_macro_f1_mean": "test_macro_f1_mean", "test_macro_f1_std": "test_macro_f1_std", "seeds": "n"}
+
+
+def cell_metrics(finals: list[dict], variants, seeds) -> dict[str, float]:
+    """Each (variant, K) cell's summary as parent-run metrics, so the runs table can sort and
+    chart them: `<variant>_K<k>_test_micro_f1_mean` / `_std` (fractions, sample std over the
+    study's seeds that finished: the few-shot table's numbers), the same for SemEval macro-F1
+    where there is one, and `<variant>_K<k>_seeds` (how many finished). K0 is the full training
+    set. A std of one seed, or a cell with no finished seed, is not logged."""
+    from study.tables import fewshot_numbers
+
+    expected = set(seeds)
+    numbers = fewshot_numbers([r for r in finals if r.get("seed") in expected], variants)
+    metrics: dict[str, float] = {}
+    for row in numbers.iter_rows(named=True):
+        for name, column in CELL_STATS.items():
+            if row[column] is not None:
+                metrics[f"{row['variant']}_K{row['k']}_{name}"] = float(row[column])
+    return metrics
 
 
 def kshot_ids(study: StudyConfig) -> dict[str, list[str]]:

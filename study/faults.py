@@ -8,9 +8,13 @@ die, raise or diverge on purpose, through the same code paths a real fault takes
                               must restart it from the checkpoint of EPOCH - 1
     raise=VARIANT:SEED        the trial's workers raise before training, on every attempt
     nan=VARIANT:SEED          the model's outputs turn NaN: a real non-finite loss
+    slow=VARIANT:SEED:SECONDS every epoch of the rank-0 worker takes SECONDS longer (slept
+                              before its report): long enough trials for a chaos run to
+                              kill a node or stop the tracking server mid-trial
 
-SEED may be `*` (every seed). `kill` remembers that it fired in `CLOCE_FAULTS_DIR` (default: the
-system temp dir), so the restarted worker trains on. Unset, nothing here runs.
+VARIANT and SEED may be `*` (every variant, every seed). `kill` remembers that it fired in
+`CLOCE_FAULTS_DIR` (default: the system temp dir), so the restarted worker trains on. Unset,
+nothing here runs.
 """
 from __future__ import annotations
 
@@ -34,9 +38,10 @@ class Fault:
     variant: str
     seed: str  # a number or "*"
     epoch: int = 0  # kill only
+    seconds: float = 0.0  # slow only
 
     def applies(self, variant: str, seed: int) -> bool:
-        return self.variant == variant and self.seed in ("*", str(seed))
+        return self.variant in ("*", variant) and self.seed in ("*", str(seed))
 
 
 def parse_faults(text: str) -> list[Fault]:
@@ -44,11 +49,12 @@ def parse_faults(text: str) -> list[Fault]:
     for item in filter(None, (part.strip() for part in text.split(";"))):
         kind, _, spec = item.partition("=")
         fields = spec.split(":")
-        expected = 3 if kind == "kill" else 2
-        if kind not in ("kill", "raise", "nan") or len(fields) != expected or not all(fields):
+        expected = 3 if kind in ("kill", "slow") else 2
+        if kind not in ("kill", "raise", "nan", "slow") or len(fields) != expected or not all(fields):
             raise ValueError(f"{ENV}: cannot read {item!r}; expected kill=VARIANT:SEED:EPOCH, "
-                             "raise=VARIANT:SEED or nan=VARIANT:SEED")
-        faults.append(Fault(kind, fields[0], fields[1], int(fields[2]) if kind == "kill" else 0))
+                             "raise=VARIANT:SEED, nan=VARIANT:SEED or slow=VARIANT:SEED:SECONDS")
+        faults.append(Fault(kind, fields[0], fields[1], int(fields[2]) if kind == "kill" else 0,
+                            float(fields[2]) if kind == "slow" else 0.0))
     return faults
 
 
@@ -72,7 +78,10 @@ class TrialFaults:
 
     def before_report(self, epoch: int, rank: int) -> None:
         """When EPOCH is trained but not reported: the rank-0 worker dies as a killed process
-        does, once; its last registered checkpoint is EPOCH - 1's."""
+        does, once; its last registered checkpoint is EPOCH - 1's. A slow fault sleeps first."""
+        for fault in self.faults:
+            if fault.kind == "slow" and rank == 0:
+                time.sleep(fault.seconds)
         for fault in self.faults:
             if fault.kind != "kill" or fault.epoch != epoch or rank != 0:
                 continue

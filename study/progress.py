@@ -30,6 +30,9 @@ class ProgressPrinter(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.done = next(self._counter)
         result = trial.last_result or {}
+        if result.get("error"):  # ended itself without a retry (a NaN loss): not a stopped trial
+            self._say(f"FAILED {trial.trial_id} {result['error'][:200]}  [{self.done} trials done]")
+            return
         test = result.get("test_micro_f1")
         line = f"done   {trial.trial_id} val {result.get('best_val_micro_f1', float('nan')):.3f}"
         self._say(line + (f" test {test:.3f}" if test is not None else " (stopped early)") + f"  [{self.done} trials done]")

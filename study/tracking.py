@@ -4,12 +4,25 @@ Ray's MLflowLoggerCallback keeps its trial -> run map in memory only, so a resto
 would log every trial twice; here a trial's run is looked up by its `cloce.trial_key` tag
 before one is created. Everything goes through `MlflowClient` with explicit run ids:
 no process-global "active run", so the driver and a trial's rank-0 worker never collide.
+
+A tracking server that is down (restarted, overloaded) is waited for: every call below
+retries with exponential backoff (1, 2, 4 ... 15 s) for up to `CLOCE_TRACKING_RETRY_S`
+(default 300 s), then raises `TrackingUnavailable`. A trial's rank-0 worker logs each epoch
+before it reports that epoch's checkpoint, so a trial that gives up fails with that reason
+and is retried from the previous checkpoint, logging the epoch again: a run is never
+silently missing metrics. Each call is safe to repeat: a run is looked up by its key before
+one is created, a metric keeps the timestamp of its first try (MLflow stores an identical
+metric once), tags, params and artifacts are overwritten with the same value.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
+import random
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +48,89 @@ def resolve_tracking_uri(cli_value: str | None) -> str:
     return uri
 
 
+RETRY_ENV = "CLOCE_TRACKING_RETRY_S"
+DEFAULT_RETRY_S = 300.0
+MAX_BACKOFF_S = 15.0
+# MLflow's own HTTP retries back off up to 120 s between tries (7 tries, ~4 min): a client
+# would keep sleeping long after a restarted server is back. Ours are capped at 15 s.
+_MLFLOW_HTTP_RETRY_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                          "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+# MLflow error codes of a server that is down, restarting or overloaded (a connection refused
+# arrives as INTERNAL_ERROR "API request to ... failed with exception ...").
+_TRANSIENT_CODES = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "DEADLINE_EXCEEDED"}
+
+
+class TrackingUnavailable(RuntimeError):
+    """The tracking server did not answer within the retry budget."""
+
+
+def is_remote(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def is_transient(err: BaseException) -> bool:
+    """A server that is down or restarting, not a request MLflow refuses (bad value, no such run)."""
+    try:
+        from mlflow.exceptions import MlflowException
+    except ImportError:  # pragma: no cover
+        MlflowException = ()  # noqa: N806
+    if isinstance(err, MlflowException):
+        return err.error_code in _TRANSIENT_CODES
+    import requests
+
+    return isinstance(err, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError,
+                            TimeoutError))
+
+
+def retry_budget_s() -> float:
+    try:
+        return float(os.environ.get(RETRY_ENV, DEFAULT_RETRY_S))
+    except ValueError:
+        return DEFAULT_RETRY_S
+
+
+def retrying(function):
+    """Retry an MLflow call (first argument: the tracking URI) with exponential backoff while a
+    remote tracking server is unreachable. A local store (sqlite:, file:) fails at once, as before."""
+
+    @functools.wraps(function)
+    def wrapper(uri, *args, **kwargs):
+        if not is_remote(str(uri)):
+            return function(uri, *args, **kwargs)
+        deadline = time.monotonic() + retry_budget_s()
+        delay, tries, name = 1.0, 0, getattr(function, "__name__", "MLflow call")
+        while True:
+            tries += 1
+            try:
+                result = function(uri, *args, **kwargs)
+            except Exception as err:
+                if not is_transient(err):
+                    raise
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TrackingUnavailable(
+                        f"MLflow tracking server {uri} unreachable for {retry_budget_s():.0f} s "
+                        f"({tries} tries of {name}): {str(err).splitlines()[0][:300]}") from err
+                if tries == 1:
+                    print(f"[tracking] {name}: {uri} unreachable ({str(err).splitlines()[0][:200]}); "
+                          f"retrying for up to {retry_budget_s():.0f} s", file=sys.stderr, flush=True)
+                time.sleep(min(delay * (0.5 + random.random()), left))
+                delay = min(delay * 2, MAX_BACKOFF_S)
+                continue
+            if tries > 1:
+                print(f"[tracking] {name}: {uri} answered again after {tries} tries",
+                      file=sys.stderr, flush=True)
+            return result
+
+    return wrapper
+
+
 def client(uri: str):
     from mlflow.tracking import MlflowClient
 
+    if is_remote(uri):
+        for key, value in _MLFLOW_HTTP_RETRY_ENV.items():
+            os.environ.setdefault(key, value)
     return MlflowClient(tracking_uri=uri)
 
 
@@ -75,6 +168,7 @@ def find_run(mlflow_client, experiment_id: str, tag: str, value: str, parent_id:
     return runs[0] if runs else None
 
 
+@retrying
 def start_parent_run(uri: str, experiment: str, study_key: str, params: dict, tags: dict,
                      run_name: str | None = None) -> tuple[str, str]:
     """The study's parent run (reused when resuming): (experiment_id, run_id)."""
@@ -90,6 +184,7 @@ def start_parent_run(uri: str, experiment: str, study_key: str, params: dict, ta
     return experiment_id, run.info.run_id
 
 
+@retrying
 def child_run(uri: str, experiment_id: str, parent_id: str, trial_key: str, params: dict, tags: dict) -> str:
     """The trial's run under the parent: found by its key, created only the first time."""
     mlflow_client = client(uri)
@@ -105,25 +200,62 @@ def child_run(uri: str, experiment_id: str, parent_id: str, trial_key: str, para
     return run.info.run_id
 
 
-def log_metrics(uri: str, run_id: str, metrics: dict[str, Any], step: int | None = None) -> None:
-    import time
-
+def log_metrics(uri: str, run_id: str, metrics: dict[str, Any], step: int | None = None,
+                timestamp_ms: int | None = None) -> None:
     from mlflow.entities import Metric
 
-    now = int(time.time() * 1000)
+    now = timestamp_ms or int(time.time() * 1000)
     batch = [
         Metric(key, float(value), now, step or 0)
         for key, value in metrics.items()
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     ]
     if batch:
-        client(uri).log_batch(run_id, metrics=batch)
+        # The timestamp is fixed before any retry: a batch the server stored but whose answer
+        # was lost is stored once, not twice.
+        _log_batch(uri, run_id, batch)
 
 
+@retrying
+def logged_steps(uri: str, run_id: str, key: str) -> set[int]:
+    return {m.step for m in client(uri).get_metric_history(run_id, key)}
+
+
+def log_epoch_metrics(uri: str, run_id: str, metrics: dict[str, Any], step: int, key: str = "val_micro_f1") -> bool:
+    """An epoch's metrics, once per run: an attempt that restarts from an earlier checkpoint
+    (or from none: a lost node, a checkpoint interval) trains some epochs again, and their
+    metrics are not logged a second time (MLflow would keep both points). Returns whether it logged.
+    The points carry the time they were measured, however long the server took to answer."""
+    measured = int(time.time() * 1000)
+    if key in metrics and step in logged_steps(uri, run_id, key):
+        return False
+    log_metrics(uri, run_id, metrics, step=step, timestamp_ms=measured)
+    return True
+
+
+@retrying
+def _log_batch(uri: str, run_id: str, batch: list) -> None:
+    client(uri).log_batch(run_id, metrics=batch)
+
+
+@retrying
+def set_tags(uri: str, run_id: str, tags: dict[str, Any]) -> None:
+    mlflow_client = client(uri)
+    for key, value in tags.items():
+        mlflow_client.set_tag(run_id, key, str(value)[:5000])
+
+
+@retrying
+def get_tag(uri: str, run_id: str, key: str) -> str | None:
+    return client(uri).get_run(run_id).data.tags.get(key)
+
+
+@retrying
 def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
     client(uri).set_terminated(run_id, status=status)
 
 
+@retrying
 def log_text(uri: str, run_id: str, text: str, artifact_file: str) -> None:
     client(uri).log_text(run_id, text, artifact_file)
 
@@ -132,18 +264,21 @@ def log_json(uri: str, run_id: str, obj: Any, artifact_file: str) -> None:
     log_text(uri, run_id, json.dumps(obj, indent=2, default=str), artifact_file)
 
 
+@retrying
 def log_files(uri: str, run_id: str, paths: list[Path], artifact_path: str | None = None) -> None:
     mlflow_client = client(uri)
     for path in paths:
         mlflow_client.log_artifact(run_id, str(path), artifact_path)
 
 
+@retrying
 def child_runs(uri: str, experiment_id: str, parent_id: str) -> list:
     mlflow_client = client(uri)
     return mlflow_client.search_runs([experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}'", max_results=10000)
 
 
 
+@retrying
 def close_stopped_runs(uri: str, experiment_id: str, parent_id: str, variant: str, k: int, stage: str) -> int:
     """Trials a scheduler stopped early never report an end: mark their runs KILLED."""
     mlflow_client = client(uri)
@@ -154,3 +289,98 @@ def close_stopped_runs(uri: str, experiment_id: str, parent_id: str, variant: st
         mlflow_client.set_tag(run.info.run_id, "stopped_early", "true")
         mlflow_client.set_terminated(run.info.run_id, status="KILLED")
     return len(runs)
+
+
+# ---------------------------------------------------------------- the study in the MLflow UI
+
+# MLflow 3's UI opens an experiment on its GenAI overview (traces, tokens: empty here); this
+# query parameter opens its machine-learning view (runs, metrics, artifacts) instead. Read from
+# the route's search params by the UI's workflow-type context (MLflow 3.x `workflowType`).
+UI_VIEW_QUERY = "workflowType=machine_learning"
+UI_HOST, UI_PORT = "127.0.0.1", 5000
+
+
+def ui_path(experiment_id: str, run_id: str | None = None) -> str:
+    """The UI route (after the server's base URL) of a run, or of the experiment's runs table,
+    in the machine-learning view."""
+    run = f"/{run_id}" if run_id else ""
+    return f"#/experiments/{experiment_id}/runs{run}?{UI_VIEW_QUERY}"
+
+
+def _without_password(uri: str) -> str:
+    """A store URI with any password replaced by *** (a command line is printed and logged)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def ui_link(uri: str, experiment_id: str, run_id: str | None = None,
+            port: int = UI_PORT) -> tuple[str | None, str | None]:
+    """Where to see a run (or, without run_id, the experiment's runs) in the MLflow UI:
+    (command that starts a UI on the store, or None when the tracking URI is a server; URL).
+
+    http(s) tracking URI: the URL on that server (user and password left out). A store without
+    a server (sqlite:, file:, a path, a database URI): `mlflow ui` on it, on 127.0.0.1:port, and
+    the URL there (a password in the URI printed as ***). Databricks: (None, None).
+    Pure: nothing is contacted."""
+    from urllib.parse import urlsplit, urlunsplit
+    import shlex
+
+    if uri.startswith("databricks"):
+        return None, None
+    if is_remote(uri):
+        parts = urlsplit(uri)
+        host = parts.hostname or ""
+        netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+        base = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+        return None, f"{base}/{ui_path(experiment_id, run_id)}"
+    command = (f"mlflow ui --backend-store-uri {shlex.quote(_without_password(uri))} "
+               f"--host {UI_HOST} --port {port}")
+    return command, f"http://{UI_HOST}:{port}/{ui_path(experiment_id, run_id)}"
+
+
+def ui_hint(uri: str, experiment_id: str, run_id: str) -> str:
+    """The lines a study ends with: how to open its parent run and its runs table in the UI."""
+    command, run_url = ui_link(uri, experiment_id, run_id)
+    if run_url is None:
+        return f"MLflow: experiment {experiment_id}, parent run {run_id} ({uri})"
+    _, runs_url = ui_link(uri, experiment_id)
+    lines = ["MLflow UI (machine-learning view):"]
+    if command:
+        lines.append(f"  start it:   {command}")
+    lines += [f"  parent run: {run_url}", f"  all runs:   {runs_url}"]
+    return "\n".join(lines)
+
+
+LOGGED_ARTIFACTS_TAG = "mlflow.loggedArtifacts"  # where MLflow lists a run's table artifacts
+
+
+@retrying
+def log_table(uri: str, run_id: str, data: dict[str, list], artifact_file: str) -> None:
+    """A table artifact (`MlflowClient.log_table`: JSON in pandas' "split" layout, listed in the
+    run's `mlflow.loggedArtifacts` tag; `MlflowClient.load_table` reads it back), replaced when
+    it is there already: log_table itself would append the rows to it (a resumed study's table
+    twice)."""
+    import posixpath
+    import tempfile
+
+    mlflow_client = client(uri)
+    folder = posixpath.dirname(artifact_file) or None
+    if not any(item.path == artifact_file for item in mlflow_client.list_artifacts(run_id, folder)):
+        mlflow_client.log_table(run_id, data, artifact_file)
+        return
+    import pandas as pd
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / posixpath.basename(artifact_file)
+        pd.DataFrame(data).to_json(path, orient="split", index=False, date_format="iso")
+        mlflow_client.log_artifact(run_id, str(path), folder)
+    listed = json.loads(mlflow_client.get_run(run_id).data.tags.get(LOGGED_ARTIFACTS_TAG, "[]"))
+    entry = {"path": artifact_file, "type": "table"}
+    if entry not in listed:  # a first try that wrote the file but not the tag
+        mlflow_client.set_tag(run_id, LOGGED_ARTIFACTS_TAG, json.dumps([*listed, entry]))

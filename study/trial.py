@@ -12,7 +12,7 @@ import re
 import traceback
 from dataclasses import dataclass
 
-from study import tracking
+from study import phases, tracking
 from study.cleanup import discard_checkpoint
 from study.config import StudyConfig
 from study.worker import read_final, train_loop_per_worker
@@ -47,6 +47,7 @@ def run_trial(config: dict, context: TrialContext) -> None:
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    phases.reset()  # this trial's clock; the process may have run others before (reuse_actors)
     trial_id = ray.tune.get_context().get_trial_id()
     seed = int(config["seed"])
     hyper = {name: config[name] for name in SEARCHED if name in config}
@@ -57,12 +58,15 @@ def run_trial(config: dict, context: TrialContext) -> None:
         # Each worker owns cpus_per_worker cores; more torch threads would fight other trials.
         train_config = dataclasses.replace(train_config, num_threads=resources.cpus_per_worker)
     key = trial_key(context.stage, context.variant, context.k, seed, trial_id)
-    run_id = tracking.child_run(
-        context.tracking_uri, context.experiment_id, context.parent_run_id, key,
-        params=train_config.to_dict() | {"stage": context.stage, "workers": resources.workers_per_trial},
-        tags={"variant": context.variant, "k": str(context.k), "seed": str(seed), "stage": context.stage,
-              "trial_id": trial_id},
-    )
+    with phases.phase("tracking"):
+        run_id = tracking.child_run(
+            context.tracking_uri, context.experiment_id, context.parent_run_id, key,
+            # With the worker's tags bf16_active and world_size: everything that changes the numbers.
+            params=train_config.to_dict() | {"stage": context.stage, "workers": resources.workers_per_trial,
+                                             "use_gpu": resources.use_gpu},
+            tags={"variant": context.variant, "k": str(context.k), "seed": str(seed), "stage": context.stage,
+                  "trial_id": trial_id},
+        )
     run_name = re.sub(r"[^A-Za-z0-9_.-]+", "-", key)
     trainer = lean_trainer_class(context.local_runtime)(
         train_loop_per_worker,
@@ -73,6 +77,7 @@ def run_trial(config: dict, context: TrialContext) -> None:
             "run_id": run_id,
             "local_mode": local_mode,
             "run_name": run_name,
+            "checkpoint_every_s": resources.checkpoint_every_s,
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=resources.workers_per_trial,
@@ -86,7 +91,8 @@ def run_trial(config: dict, context: TrialContext) -> None:
             storage_path=context.storage_path,
             failure_config=ray.train.FailureConfig(max_failures=resources.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
-            callbacks=[TuneReportCallback()],
+            # Local mode reports to Tune itself: the callback would only start a queue actor per trial.
+            callbacks=[] if local_mode else [TuneReportCallback()],
         ),
     )
     try:
@@ -106,17 +112,23 @@ def run_trial(config: dict, context: TrialContext) -> None:
         # Deterministic (a NaN loss): a retry would only fail again, so the trial ends here,
         # reported as failed, instead of raising into Tune's retries.
         mark_failed(context.tracking_uri, run_id, f"trial {key} failed: {final['error']}")
-        ray.tune.report({"trial_key": key, "run_id": run_id, "error": f"trial {key} failed: {final['error']}"})
+        ray.tune.report({"trial_key": key, "run_id": run_id, "error": f"trial {key} failed: {final['error']}",
+                         "best_val_micro_f1": float("nan")})  # the objective Tune insists on (worker.report_failure)
         return
-    tracking.end_run(context.tracking_uri, run_id, "FINISHED")
+    with phases.phase("tracking"):
+        tracking.end_run(context.tracking_uri, run_id, "FINISHED")
     history = final.pop("history", [])
-    ray.tune.report(final | {"trial_key": key, "run_id": run_id, "history_json": json.dumps(history)})
+    ray.tune.report(final | {"trial_key": key, "run_id": run_id, "history_json": json.dumps(history)} | phases.report())
 
 
 def mark_failed(tracking_uri: str, run_id: str, reason: str, details: str | None = None) -> None:
-    tracking.log_text(tracking_uri, run_id, details or reason, "error.txt")
-    tracking.client(tracking_uri).set_tag(run_id, "error", reason[:500])
-    tracking.end_run(tracking_uri, run_id, "FAILED")
+    try:
+        tracking.log_text(tracking_uri, run_id, details or reason, "error.txt")
+        tracking.set_tags(tracking_uri, run_id, {"error": reason[:500]})
+        tracking.end_run(tracking_uri, run_id, "FAILED")
+    except tracking.TrackingUnavailable as err:
+        # The trial's own failure is what Tune must see (and retry); this one is only printed.
+        print(f"[tracking] could not mark run {run_id} failed ({reason[:200]}): {err}", flush=True)
 
 
 def lean_trainer_class(local_runtime: bool):
@@ -161,5 +173,8 @@ def trial_record(result_metrics: dict, config: dict, variant: str, k: int, stage
         "test_micro_f1": metrics.get("test_micro_f1") if finished else None,
         "test_macro_f1_semeval": metrics.get("test_macro_f1_semeval") if finished else None,
         "best_epoch": metrics.get("best_epoch") if finished else None,
+        # How it ran, where that changes numbers (the fingerprint holds what the driver expected).
+        "world_size": metrics.get("world_size"),
+        "bf16_active": bool(metrics["bf16_active"]) if "bf16_active" in metrics else None,
         "history": json.loads(metrics.get("history_json", "[]")) if finished else [],
     }

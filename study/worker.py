@@ -12,11 +12,11 @@ import tempfile
 from pathlib import Path
 
 from cloce.config import DataConfig, TrainConfig
-from cloce.data.dataset import load_dataset
 from cloce.run import run_summary
-from cloce.runtime import Runtime
-from cloce.state import load_train_state, save_train_state
-from study import tracking
+from cloce.runtime import Runtime, bf16_active
+from cloce.state import final_state, load_train_state, save_train_state
+from study import phases, tracking, warm
+from study.checkpointing import CheckpointSchedule
 from study.faults import TrialFaults
 
 FINAL_FILE = "final.json"
@@ -56,8 +56,9 @@ class RayEpochReporter:
     the trial's MLflow run."""
 
     def __init__(self, reports: RayReports, rank: int, tracking_uri: str | None, run_id: str | None,
-                 best_so_far: float, faults: TrialFaults | None = None):
+                 best_so_far: float, faults: TrialFaults | None = None, schedule: CheckpointSchedule | None = None):
         self.reports = reports
+        self.schedule = schedule  # None: every epoch
         self.rank = rank
         self.faults = faults
         self.tracking_uri = tracking_uri
@@ -73,12 +74,20 @@ class RayEpochReporter:
         metrics = record.metrics() | {"best_val_micro_f1": self.best, "epochs_done": record.epoch}
         if self.rank != 0:
             self.reports.report(metrics)
-        else:
-            if self.run_id:
-                tracking.log_metrics(self.tracking_uri, self.run_id, metrics, step=record.epoch)
-            with tempfile.TemporaryDirectory(prefix="cloce-ckpt-") as directory:
-                save_train_state(snapshot(), directory)
-                self.reports.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+            return
+        if self.run_id:
+            with phases.phase("tracking"):
+                # Once per epoch: an epoch trained again after a restart is not logged twice.
+                tracking.log_epoch_metrics(self.tracking_uri, self.run_id, metrics, step=record.epoch)
+        if self.schedule is not None and not self.schedule.due(record.epoch, record.seconds):
+            self.reports.report(metrics)  # the last checkpoint stays the one to resume from
+            return
+        with phases.phase("checkpoint"), tempfile.TemporaryDirectory(prefix="cloce-ckpt-") as directory:
+            state = snapshot()
+            if self.schedule is not None and record.epoch >= self.schedule.epochs:
+                state = final_state(state)  # nothing left to train: the best weights are what resume needs
+            save_train_state(state, directory)
+            self.reports.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
 
 
 def train_loop_per_worker(loop_config: dict) -> dict:
@@ -89,6 +98,8 @@ def train_loop_per_worker(loop_config: dict) -> dict:
     from cloce.train import NonFiniteLossError, train
 
     reports = RayReports(bool(loop_config.get("local_mode")))
+    if not reports.local_mode:
+        phases.reset()  # a worker process of its own: its phases travel in the summary (worker_*)
     world_size, rank = reports.world_size_and_rank()
     train_config = TrainConfig.from_dict(loop_config["train"])
     faults = TrialFaults(train_config.variant, train_config.seed, loop_config.get("run_name", "trial"))
@@ -104,11 +115,13 @@ def train_loop_per_worker(loop_config: dict) -> dict:
             prepare_model=lambda model: ray.train.torch.prepare_model(
                 faults.prepare_model(model), parallel_strategy_kwargs={"find_unused_parameters": True}
             ),
-            prepare_loader=ray.train.torch.prepare_data_loader,
+            # cloce's batch sampler gives each worker its share of the global batches: kept as is.
+            prepare_loader=lambda loader: ray.train.torch.prepare_data_loader(loader, add_dist_sampler=False),
             world_size=world_size,
             rank=rank,
         )
-    dataset = load_dataset(**_dataset_args(DataConfig(**loop_config["data"])))
+    with phases.phase("data"):  # a reused trial process reads it once (study/warm.py)
+        dataset = warm.dataset(DataConfig(**loop_config["data"]))
 
     resume = None
     checkpoint = reports.checkpoint()
@@ -116,11 +129,23 @@ def train_loop_per_worker(loop_config: dict) -> dict:
         with checkpoint.as_directory() as directory:
             resume = load_train_state(directory)
     best_so_far = max((r["val_micro_f1"] for r in resume.history), default=0.0) if resume else 0.0
+    if runtime.rank == 0 and loop_config.get("run_id"):
+        with phases.phase("tracking"):
+            tag_placement(loop_config["tracking_uri"], loop_config["run_id"], device, len(resume.history) if resume else 0)
+    every_s = float(loop_config.get("checkpoint_every_s") or 0.0)
+    schedule = CheckpointSchedule(every_s, train_config.epochs) if every_s > 0 else None
     reporter = RayEpochReporter(reports, runtime.rank, loop_config.get("tracking_uri"), loop_config.get("run_id"),
-                                best_so_far, faults)
+                                best_so_far, faults, schedule)
+    # What changes the trial's numbers and is known only here (the driver's fingerprint can only
+    # expect it: StudyConfig.cell_fingerprint); an attempt resumed elsewhere overwrites the tags.
+    numbers_setup = {"bf16_active": int(bf16_active(device, train_config.bf16)), "world_size": runtime.world_size}
+    if runtime.rank == 0 and loop_config.get("run_id"):
+        with phases.phase("tracking"):
+            tracking.set_tags(loop_config["tracking_uri"], loop_config["run_id"], numbers_setup)
 
     try:
-        result = train(train_config, dataset, [reporter], runtime, resume=resume)
+        with phases.phase("train"):  # the loop itself; its checkpoints and tracking are phases of their own
+            result = train(train_config, dataset, [reporter], runtime, resume=resume)
     except NonFiniteLossError as err:
         # Deterministic: a retry from the last checkpoint would only diverge again.
         return report_failure(reports, runtime.rank, f"non-finite loss: {err}")
@@ -129,6 +154,8 @@ def train_loop_per_worker(loop_config: dict) -> dict:
         "epochs_done": len(result.history),
         "final": 1,
         "kshot_size": len(result.sample.ids) if result.sample else 0,
+        **numbers_setup,
+        **({} if reports.local_mode else {f"worker_{name}": value for name, value in phases.report().items()}),
     }
     final = {k: v for k, v in final.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     summary = final | {"history": [vars(r) for r in result.history]}
@@ -137,14 +164,15 @@ def train_loop_per_worker(loop_config: dict) -> dict:
         return summary
     uri, run_id = loop_config.get("tracking_uri"), loop_config.get("run_id")
     if run_id:
-        # Per-epoch val F1 is already logged with step=epoch; the summary keeps its own names.
-        summary_keys = ("best_val_micro_f1", "best_epoch", "epochs_done", "test_micro_f1", "test_macro_f1_semeval")
-        tracking.log_metrics(uri, run_id, {k: final[k] for k in summary_keys if k in final})
-        if result.sample is not None:
-            tracking.log_json(uri, run_id, result.sample.to_json(), "kshot_sample.json")
-        tracking.log_json(uri, run_id, [vars(r) for r in result.history], "history.json")
-        if result.test is not None:
-            tracking.log_json(uri, run_id, result.test.to_dict(), "test_eval.json")
+        with phases.phase("tracking"):
+            # Per-epoch val F1 is already logged with step=epoch; the summary keeps its own names.
+            summary_keys = ("best_val_micro_f1", "best_epoch", "epochs_done", "test_micro_f1", "test_macro_f1_semeval")
+            tracking.log_metrics(uri, run_id, {k: final[k] for k in summary_keys if k in final})
+            if result.sample is not None:
+                tracking.log_json(uri, run_id, result.sample.to_json(), "kshot_sample.json")
+            tracking.log_json(uri, run_id, [vars(r) for r in result.history], "history.json")
+            if result.test is not None:
+                tracking.log_json(uri, run_id, result.test.to_dict(), "test_eval.json")
     # The result the driver reads is the last checkpointed report: carry the summary and
     # the per-epoch history (the tables' input) in that final checkpoint.
     with tempfile.TemporaryDirectory(prefix="cloce-final-") as directory:
@@ -153,17 +181,39 @@ def train_loop_per_worker(loop_config: dict) -> dict:
     return summary
 
 
+def tag_placement(uri: str, run_id: str, device, from_epoch: int) -> None:
+    """Where this attempt of the trial trains: `node` (the node's `cloce-node` label, else its
+    host name), `node_id` (Ray's), `node_ip`, `device`; `placements` keeps every attempt
+    (`node:from_epoch`, comma separated), so a trial moved by a lost node shows both."""
+    import socket
+
+    import ray
+
+    context = ray.get_runtime_context()
+    labels = context.get_node_labels() or {}
+    node = str(labels.get("cloce-node") or socket.gethostname())
+    earlier = tracking.get_tag(uri, run_id, "placements")
+    placements = [p for p in (earlier or "").split(",") if p] + [f"{node}:{from_epoch}"]
+    tracking.set_tags(uri, run_id, {
+        "node": node, "node_id": context.get_node_id(), "node_ip": ray.util.get_node_ip_address(),
+        "device": str(device), "placements": ",".join(placements), "resumed_from_epoch": from_epoch,
+    })
+
+
 def report_failure(reports: RayReports, rank: int, reason: str) -> dict:
     """End the trial without a retry; the driver marks it failed with this reason."""
     import ray.train
 
     summary = {"error": reason}
+    # Tune refuses a report without the objective its searcher (Optuna, a cell's seed list)
+    # was given, failing the whole cell: NaN, which no searcher or scheduler takes as a score.
+    failed = {"failed": 1, "best_val_micro_f1": float("nan")}
     if rank != 0:
-        reports.report({"failed": 1})
+        reports.report(failed)
         return summary
     with tempfile.TemporaryDirectory(prefix="cloce-failed-") as directory:
         (Path(directory) / FINAL_FILE).write_text(json.dumps(summary))
-        reports.report({"failed": 1}, checkpoint=ray.train.Checkpoint.from_directory(directory))
+        reports.report(failed, checkpoint=ray.train.Checkpoint.from_directory(directory))
     return summary
 
 
@@ -173,6 +223,3 @@ def read_final(checkpoint) -> dict:
         path = Path(directory) / FINAL_FILE
         return json.loads(path.read_text()) if path.exists() else {}
 
-
-def _dataset_args(data: DataConfig) -> dict:
-    return {"data_dir": data.data_dir, "train": data.train, "val": data.val, "test": data.test, "fmt": data.format}

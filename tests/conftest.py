@@ -160,3 +160,15 @@ def tiny_semeval_dir(tmp_path_factory):
         (directory / f"{split}.txt").write_text("\n".join(lines[::every]) + "\n")
     (directory / "rel2id.json").write_text((source / "rel2id.json").read_text())
     return directory
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Tiny models in this process: a second thread costs more than it brings (and the CPU is
+    shared with the studies' trial processes). Subprocesses keep their own settings."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

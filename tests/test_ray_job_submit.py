@@ -1,6 +1,7 @@
 """The study's entry point runs under `ray job submit --working-dir <repo>`, the way a
 cluster runs it (docs/cluster.md): a private one-node head is started for the test and
-stopped again, then two tiny jobs are submitted through the dashboard's job API.
+stopped again, then one tiny job is submitted through the dashboard's job API: the entry
+point's --help as a script, then the project's imports from the uploaded working dir.
 
 Only this test's own Ray processes are stopped (never `ray stop`, which kills every Ray
 process on the machine): the head runs in its own session (process group) with its own
@@ -15,6 +16,7 @@ import importlib.util
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -61,6 +63,7 @@ def has_ray_client() -> bool:
 
 
 pytestmark = [
+    pytest.mark.slow,  # a Ray head started and stopped
     pytest.mark.skipif(ray_cli() is None, reason="the `ray` CLI is not installed (pip install 'ray[default]')"),
     pytest.mark.skipif(not Path("/proc/self/stat").exists(),
                        reason="needs /proc (Linux) to find and stop only this test's Ray processes"),
@@ -92,7 +95,7 @@ def ray_env() -> dict[str, str]:
     env["RAY_AUTH_MODE"] = "disabled"
     env["RAY_USAGE_STATS_ENABLED"] = "0"
     env["PYTHONUNBUFFERED"] = "1"
-    # The job's `python` is this interpreter (the one with ray and the project installed).
+    # Ray's own processes find this interpreter's tools first; the job names sys.executable itself.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     return env
 
@@ -234,24 +237,26 @@ def ray_head():
         assert not leftover, f"Ray processes of this test survived teardown: {leftover}"
 
 
-def test_entry_point_runs_as_a_ray_job(ray_head):
-    result = ray_head.submit("python", "study/run_fewshot_grid.py", "--help")
+def test_the_study_runs_as_a_ray_job_from_the_uploaded_working_dir(ray_head):
+    """One job (a head is slow to start, a job slow to submit): the entry point runs as a
+    script (`--help`), then the project imports from the copy Ray unpacked on the node."""
+    code = ("import sys, cloce, study.driver; print('imports ok'); print('cloce from', cloce.__file__); "
+            "print('python', sys.executable); from study.run_fewshot_grid import build_parser; "
+            "print('study address', build_parser().parse_args([]).address)")
+    python = shlex.quote(sys.executable)
+    # `ray job submit` quotes each word of the entry point: the shell's `&&` needs its own sh -c.
+    result = ray_head.submit("sh", "-c", f"{python} study/run_fewshot_grid.py --help && {python} -c {shlex.quote(code)}")
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
+    assert re.search(r"Job '[^']+' succeeded", output), output[-2000:]
+
     assert re.search(r"^usage: run_fewshot_grid.py", output, re.MULTILINE), output[-2000:]
     for flag in ("--experiment", "--address", "--tracking-uri", "--storage-path", "--resume"):
         assert flag in output, f"{flag} missing from the job's --help output"
-    assert re.search(r"Job '[^']+' succeeded", output), output[-2000:]
 
-
-def test_project_imports_from_the_uploaded_working_dir(ray_head):
-    code = ("import cloce, study.driver; print('imports ok'); print('cloce from', cloce.__file__); "
-            "from study.run_fewshot_grid import build_parser; "
-            "print('study address', build_parser().parse_args([]).address)")
-    result = ray_head.submit("python", "-c", code)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
     assert re.search(r"^imports ok$", output, re.MULTILINE), output[-2000:]  # not the echoed command
+    # The job ran this interpreter, not whatever `python` comes first on the node's PATH.
+    assert re.search(rf"^python {re.escape(sys.executable)}$", output, re.MULTILINE), output[-2000:]
     match = re.search(r"cloce from (\S+)", output)
     assert match, output[-2000:]
     # The job imports the copy Ray unpacked on the node, not this checkout or site-packages.
@@ -268,4 +273,3 @@ def test_project_imports_from_the_uploaded_working_dir(ray_head):
     size_mib = sum(f.stat().st_size for f in package.rglob("*") if f.is_file()) / 2**20
     print(f"uploaded working dir: {size_mib:.2f} MiB")
     assert size_mib < MAX_UPLOAD_MIB, f"the working dir upload is {size_mib:.1f} MiB"
-    assert re.search(r"Job '[^']+' succeeded", output), output[-2000:]

@@ -6,84 +6,100 @@ process, Tune retries it) and with one Ray Train worker per trial (Ray Train ret
   finetune seed 1: the process training it is SIGKILLed once epoch 2 is trained, before
                    reporting it -> restarts from epoch 1's checkpoint and finishes all 3
                    epochs, each logged once;
-  prompt, every seed: the loss turns NaN -> both trials FAILED with the reason, no retry;
-  cloce_s seed 2: the trial raises -> FAILED with error.txt; seed 1 and the tables complete.
+  prompt, every seed: the loss turns NaN -> every trial FAILED with the reason, no retry;
+  cloce_s, one seed: the trial raises -> FAILED with error.txt; the rest and the tables complete.
+Local mode runs seeds 1-2 (cloce_s seed 2 raises beside a finished seed 1); one worker per
+trial runs seed 1 alone (cloce_s seed 1 raises): each fault takes Ray Train's path once, in
+half the trials.
 """
 from __future__ import annotations
 
 import csv
 import io
 import subprocess
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from tests.test_study_e2e import SCRIPT, child_runs, study_env
 
-FAULTS = "kill=finetune:1:2;nan=prompt:*;raise=cloce_s:2"
+pytestmark = pytest.mark.slow  # two whole studies
+
+# workers per trial, seeds, the seed whose cloce_s trial raises
+MODES = {"local_mode": (0, (1, 2), 2), "one_worker": (1, (1,), 1)}
 
 
-@pytest.fixture(scope="module", params=[0, 1], ids=["local_mode", "one_worker"])
+@pytest.fixture(scope="module", params=list(MODES))
 def faulty_study(request, tiny_semeval_dir, tiny_model_dir, tmp_path_factory):
+    workers, seeds, raising = MODES[request.param]
     tmp = tmp_path_factory.mktemp("faulty_study")
     db, study_dir = tmp / "mlflow.db", tmp / "study"
     command = [
-        "python", str(SCRIPT), "--data-dir", str(tiny_semeval_dir), "--model", str(tiny_model_dir),
-        "--variants", "finetune", "prompt", "cloce_s", "--ks", "2", "--seeds", "1", "2", "--epochs", "3",
+        sys.executable, str(SCRIPT), "--data-dir", str(tiny_semeval_dir), "--model", str(tiny_model_dir),
+        "--variants", "finetune", "prompt", "cloce_s", "--ks", "2", "--seeds", *map(str, seeds), "--epochs", "3",
         "--study-dir", str(study_dir), "--tracking-uri", f"sqlite:///{db}", "--num-cpus", "2",
         "--set", "search.enabled=false", "--set", "train.num_threads=1",
-        "--set", f"resources.workers_per_trial={request.param}",
+        "--set", f"resources.workers_per_trial={workers}",
+        # Every epoch: the kill must find epoch 1's checkpoint (the interval's bound: test_trial_fixed_cost.py).
+        "--set", "resources.checkpoint_every_s=0",
     ]
-    env = study_env() | {"CLOCE_FAULTS": FAULTS, "CLOCE_FAULTS_DIR": str(tmp)}
+    faults = f"kill=finetune:1:2;nan=prompt:*;raise=cloce_s:{raising}"
+    env = study_env() | {"CLOCE_FAULTS": faults, "CLOCE_FAULTS_DIR": str(tmp)}
     done = subprocess.run(command, capture_output=True, text=True, timeout=1200, env=env, cwd=tmp)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     client, parents, children = child_runs(db)
     runs = {(r.data.tags["variant"], int(r.data.tags["seed"])): r for r in children}
-    return done, client, parents, runs, tmp
+    return SimpleNamespace(done=done, client=client, parents=parents, runs=runs, tmp=tmp, seeds=seeds, raising=raising)
 
 
 def test_the_study_completes_despite_every_fault(faulty_study):
-    done, _, parents, runs, _ = faulty_study
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    assert len(runs) == 6
-    assert "3 of 6 trials failed" in done.stdout
+    study = faulty_study  # it exited 0: the fixture checks
+    assert len(study.parents) == 1 and study.parents[0].info.status == "FINISHED"
+    trials = 3 * len(study.seeds)
+    assert len(study.runs) == trials
+    # every prompt trial (NaN) and one cloce_s trial (raise)
+    assert f"{len(study.seeds) + 1} of {trials} trials failed" in study.done.stdout
 
 
 def test_a_killed_worker_resumes_from_its_last_epoch_checkpoint(faulty_study):
-    _, client, _, runs, tmp = faulty_study
-    assert (tmp / "cloce-fault-final-finetune-K2-seed1-kill2").exists(), "the worker was never killed"
+    client, runs = faulty_study.client, faulty_study.runs
+    assert (faulty_study.tmp / "cloce-fault-final-finetune-K2-seed1-kill2").exists(), "the worker was never killed"
     run = runs[("finetune", 1)]
     assert run.info.status == "FINISHED"
     assert run.data.metrics["epochs_done"] == 3
     # Restarted from scratch, epoch 1 would be logged twice; resumed, each epoch once.
     steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_micro_f1"))
     assert steps == [1, 2, 3]
-    assert runs[("finetune", 2)].info.status == "FINISHED"
+    assert all(runs[("finetune", seed)].info.status == "FINISHED" for seed in faulty_study.seeds)
 
 
 def test_a_nan_loss_fails_the_trial_with_its_reason(faulty_study):
-    _, client, _, runs, _ = faulty_study
-    for seed in (1, 2):
-        run = runs[("prompt", seed)]
+    client = faulty_study.client
+    for seed in faulty_study.seeds:
+        run = faulty_study.runs[("prompt", seed)]
         assert run.info.status == "FAILED"
         assert "non-finite loss" in run.data.tags["error"]
         assert [a.path for a in client.list_artifacts(run.info.run_id) if a.path == "error.txt"]
 
 
 def test_a_raising_trial_is_failed_with_its_error_and_the_rest_completes(faulty_study):
-    _, client, _, runs, tmp = faulty_study
-    failed = runs[("cloce_s", 2)]
+    client, runs = faulty_study.client, faulty_study.runs
+    failed = runs[("cloce_s", faulty_study.raising)]
     assert failed.info.status == "FAILED"
-    error = Path(client.download_artifacts(failed.info.run_id, "error.txt", str(tmp)))
+    error = Path(client.download_artifacts(failed.info.run_id, "error.txt", str(faulty_study.tmp)))
     assert "injected failure" in error.read_text()
-    assert runs[("cloce_s", 1)].info.status == "FINISHED"
+    others = [s for s in faulty_study.seeds if s != faulty_study.raising]
+    assert all(runs[("cloce_s", seed)].info.status == "FINISHED" for seed in others)
 
 
 def test_the_table_marks_the_missing_cells(faulty_study):
-    done, client, parents, _, tmp = faulty_study
-    table = Path(client.download_artifacts(parents[0].info.run_id, "results/fewshot_table.csv", str(tmp)))
+    client, parent, n = faulty_study.client, faulty_study.parents[0], len(faulty_study.seeds)
+    table = Path(client.download_artifacts(parent.info.run_id, "results/fewshot_table.csv", str(faulty_study.tmp)))
     rows = {r["variant"]: r for r in csv.DictReader(io.StringIO(table.read_text()))}
-    assert rows["finetune"]["K=2 seeds"] == "2/2"
-    assert rows["prompt"]["K=2 seeds"] == "0/2" and rows["prompt"]["K=2 micro-F1"] == "missing"
-    assert rows["cloce_s"]["K=2 seeds"] == "1/2" and "(1 seed)" in rows["cloce_s"]["K=2 micro-F1"]
-    assert "| prompt |" in done.stdout
+    assert rows["finetune"]["K=2 seeds"] == f"{n}/{n}"
+    assert rows["prompt"]["K=2 seeds"] == f"0/{n}" and rows["prompt"]["K=2 micro-F1"] == "missing"
+    assert rows["cloce_s"]["K=2 seeds"] == f"{n - 1}/{n}"
+    assert ("(1 seed)" if n == 2 else "missing") in rows["cloce_s"]["K=2 micro-F1"]
+    assert "| prompt |" in faulty_study.done.stdout

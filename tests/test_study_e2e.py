@@ -80,6 +80,9 @@ def test_tiny_two_stage_study_killed_then_resumed(tiny_semeval_dir, tiny_model_d
     for run in children:
         assert run.info.status == "FINISHED"
         assert {"variant", "k", "seed", "stage"} <= set(run.data.tags)
+        # What changes numbers: the workers asked for, and what really ran (local mode: one).
+        assert (run.data.params["workers"], run.data.tags["world_size"]) == ("0", "1")
+        assert run.data.tags["bf16_active"] in ("0", "1")
         history = client.get_metric_history(run.info.run_id, "val_micro_f1")
         assert sorted(m.step for m in history) == [1, 2]
         assert "test_micro_f1" in run.data.metrics

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 
 import pytest
 
@@ -27,12 +28,12 @@ def test_records_are_found_by_stage_variant_and_k(tmp_path):
     assert again.of("search", "prompt", 16) == []
 
 
-def run_study(data_dir, model_dir, tmp_path, name: str, results, num_samples: int, variants=("prompt_ki",), *extra):
+def run_study(data_dir, model_dir, tmp_path, name: str, results, num_samples: int):
     command = [
-        "python", str(SCRIPT), "--data-dir", str(data_dir), "--model", str(model_dir), "--variants", *variants,
+        sys.executable, str(SCRIPT), "--data-dir", str(data_dir), "--model", str(model_dir), "--variants", "prompt_ki",
         "--ks", "2", "--seeds", "1", "2", "--num-samples", str(num_samples), "--epochs", "1",
         "--study-dir", str(tmp_path / name), "--tracking-uri", f"sqlite:///{tmp_path / name}.db", "--num-cpus", "2",
-        "--set", "search.asha=false", "--set", "train.num_threads=1", "--results-file", str(results), *extra,
+        "--set", "search.asha=false", "--set", "train.num_threads=1", "--results-file", str(results),
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=900, env=study_env(), cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -57,9 +58,16 @@ def test_a_rerun_continues_from_the_results_file(tiny_semeval_dir, tiny_model_di
     after = [json.loads(line) for line in results.read_text().splitlines()]
     assert after[:2] == before
     ran = after[2:]
-    # Untrained tiny models tie at val 0: the first config stays best, seed 2 is not re-run.
-    assert second.count("] start  ") == 1 and [(r["stage"], r["seed"]) for r in ran] == [("search", 1)]
-    assert ran[0]["config"] != before[0]["config"], "the resumed search asked again for a point it had"
+    assert ran[0]["stage"] == "search" and ran[0]["config"] != before[0]["config"], \
+        "the resumed search asked again for a point it had"
+    # Seed 2 runs again only if the new search trial beat the recorded one: its recorded final
+    # ran another config then. (Seed 1, the search seed, reuses the chosen search trial either way.)
+    chosen = json.loads((tmp_path / "second" / "cells" / "prompt_ki-K2.json").read_text())["best_config"]
+    searched = [before[0], ran[0]]
+    assert chosen == max(searched, key=lambda r: r["val_micro_f1"])["config"]
+    expected = [("search", 1)] + ([] if chosen == before[0]["config"] else [("final", 2)])
+    assert [(r["stage"], r["seed"]) for r in ran] == expected
+    assert second.count("] start  ") == len(expected)
     assert "| prompt_ki |" in second and "2/2" in second
 
 
@@ -90,16 +98,39 @@ def test_prompt_only_options_change_the_prompt_cells_only(prompt_only):
     assert base.cell_fingerprint("prompt_ki", 8) != adapted.cell_fingerprint("prompt_ki", 8)
 
 
-@pytest.mark.slow
-def test_cloce_searches_on_the_lr_prompt_ki_chose(tiny_semeval_dir, tiny_model_dir, tmp_path):
-    """spaces.cloce_s.lr = "prompt_ki": cloce_s's search trials all train at prompt_ki's chosen lr."""
-    results = tmp_path / "results.jsonl"
-    run_study(tiny_semeval_dir, tiny_model_dir, tmp_path, "inherit", results, 2, ("prompt_ki", "cloce_s"),
-              "--set", "spaces.cloce_s.lr=prompt_ki")
-    records = [json.loads(line) for line in results.read_text().splitlines()]
-    # The lr the study chose for prompt_ki (tiny untrained models may tie on val: ask the study).
-    chosen = json.loads((tmp_path / "inherit" / "cells" / "prompt_ki-K2.json").read_text())["best_config"]["lr"]
-    assert chosen in {r["config"]["lr"] for r in records if r["variant"] == "prompt_ki" and r["stage"] == "search"}
-    cloce = [r for r in records if r["variant"] == "cloce_s"]
-    assert len(cloce) == 3 and {r["config"]["lr"] for r in cloce} == {chosen}
-    assert len({r["config"]["cl_lr"] for r in cloce if r["stage"] == "search"}) == 2  # still searched
+def test_how_the_trials_run_is_in_the_fingerprint_where_it_changes_numbers(monkeypatch):
+    import cloce.runtime
+    from study.config import load_study_config
+
+    def fingerprint(native: bool = True, **overrides) -> str:
+        monkeypatch.setattr(cloce.runtime, "bf16_native", lambda device_type: native)
+        return load_study_config("quick", overrides).cell_fingerprint("cloce_d", 8)
+
+    local = fingerprint()  # quick: local mode (workers_per_trial = 0), CPU, bf16 asked for
+    assert fingerprint(**{"resources.workers_per_trial": 1, "resources.cpus_per_worker": 2}) == local  # one worker
+    assert fingerprint(**{"resources.workers_per_trial": 2}) != local
+    assert fingerprint(**{"resources.use_gpu": True}) != local
+    assert fingerprint(native=False) != local  # bf16 asked for, fp32 run: other numbers
+    assert fingerprint(native=False, **{"train.bf16": False}) == fingerprint(**{"train.bf16": False}) != local
+
+
+def test_records_of_the_neutral_setup_keep_their_fingerprints(monkeypatch):
+    """The committed results ran in local mode on a CPU with AVX512-BF16 (bf16 active)."""
+    from pathlib import Path
+
+    import cloce.runtime
+    from study.config import load_study_config
+
+    monkeypatch.setattr(cloce.runtime, "bf16_native", lambda device_type: True)
+    study = load_study_config("semeval_results")
+    lines = (Path(__file__).parents[1] / "benchmarks/results/semeval_fewshot.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines if line.strip()]
+    assert sum(r.get("fingerprint") == study.cell_fingerprint(r["variant"], r["k"]) for r in records) >= 100
+
+
+def test_a_trial_record_says_how_the_trial_ran():
+    from study.trial import trial_record
+
+    record = trial_record({"final": 1, "world_size": 2, "bf16_active": 1}, {"seed": 1}, "prompt_ki", 8, "final")
+    assert (record["world_size"], record["bf16_active"]) == (2, True)
+    assert trial_record({}, {"seed": 1}, "prompt_ki", 8, "final", error="boom")["bf16_active"] is None

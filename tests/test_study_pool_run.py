@@ -1,6 +1,7 @@
 """A real study with every cell at once (study/pool.py): the study-wide limit holds, cells
-overlap, a cell on another cell's lr takes exactly the lr that cell chose, and no cell's
-trials run under another cell's name (Tune's trainable registry is process-wide)."""
+overlap, a cell on another cell's lr takes exactly the lr that cell chose (every one of its
+trials trains at it; it still searches the rest), and no cell's trials run under another
+cell's name (Tune's trainable registry is process-wide)."""
 from __future__ import annotations
 
 import json
@@ -59,6 +60,13 @@ def test_cells_share_one_pool_under_the_study_limit(tiny_semeval_dir, tiny_model
     chosen = {cell: json.loads((study_dir / "cells" / f"{cell}-K2.json").read_text())["best_config"]
               for cell in ("prompt_ki", "cloce_s")}
     assert chosen["cloce_s"]["lr"] == chosen["prompt_ki"]["lr"]
+    prompt_lrs = {float(r.data.params["lr"]) for r in children
+                  if (r.data.tags["variant"], r.data.tags["stage"]) == ("prompt_ki", "search")}
+    assert len(prompt_lrs) == 2 and chosen["prompt_ki"]["lr"] in prompt_lrs
+    # Every cloce_s trial, search and final, trained at that lr; cl_lr and margin are still searched.
+    cloce = [r for r in children if r.data.tags["variant"] == "cloce_s"]
+    assert len(cloce) == 3 and {float(r.data.params["lr"]) for r in cloce} == {chosen["prompt_ki"]["lr"]}
+    assert len({r.data.params["cl_lr"] for r in cloce if r.data.tags["stage"] == "search"}) == 2
     # cloce_s searched only after prompt_ki's search had chosen: its first trial starts after
     # prompt_ki's search trials ended.
     prompt_search_end = max(r.info.end_time for r in children
