@@ -1,4 +1,6 @@
-"""Scores for relation classification: TACRED-style micro P/R/F1 and the official SemEval-2010 Task 8 macro-F1."""
+"""Scores for relation classification: TACRED-style micro P/R/F1, the official SemEval-2010 Task 8
+macro-F1, and for directed labels (`Type(e1,e2)` / `Type(e2,e1)`) how often the type is right but
+the direction wrong."""
 from __future__ import annotations
 
 import re
@@ -9,6 +11,7 @@ from cloce.data.types import LabelMap
 
 SEMEVAL_OTHER = "Other"
 _SEMEVAL_RELATION = re.compile(r"^[A-Za-z]+-[A-Za-z]+\(e[12],e[12]\)$")
+_DIRECTED = re.compile(r"^(?P<type>.+)\((?P<direction>e1,e2|e2,e1)\)$")
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,17 @@ class RelationScore:
 
 
 @dataclass(frozen=True)
+class DirectionReport:
+    """Directed labels only: of the sentences whose gold label is directed, how many were
+    predicted as the same relation type in the other direction."""
+
+    directed: int  # sentences whose gold label is `Type(e1,e2)` or `Type(e2,e1)`
+    wrong_direction: int  # of them: right type, wrong direction
+    wrong_direction_rate: float  # wrong_direction / directed
+    undirected_accuracy: float  # accuracy over all sentences, a label's two directions taken as one
+
+
+@dataclass(frozen=True)
 class Evaluation:
     micro_precision: float
     micro_recall: float
@@ -30,6 +44,7 @@ class Evaluation:
     macro_f1_semeval: float | None
     per_relation: tuple[RelationScore, ...]
     n: int
+    direction: DirectionReport | None = None  # None: the label set has no directed labels
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -40,6 +55,8 @@ class Evaluation:
     def from_dict(cls, obj: dict) -> "Evaluation":
         fields = dict(obj)
         fields["per_relation"] = tuple(RelationScore(**row) for row in obj["per_relation"])
+        # Evaluations written before the direction report have none.
+        fields["direction"] = DirectionReport(**obj["direction"]) if obj.get("direction") else None
         return cls(**fields)
 
     def summary(self) -> dict[str, float]:
@@ -52,6 +69,9 @@ class Evaluation:
         }
         if self.macro_f1_semeval is not None:
             out["macro_f1_semeval"] = self.macro_f1_semeval
+        if self.direction is not None:
+            out["wrong_direction_rate"] = self.direction.wrong_direction_rate
+            out["undirected_accuracy"] = self.direction.undirected_accuracy
         return out
 
 
@@ -139,6 +159,30 @@ def is_semeval_label_set(labels: Iterable[str]) -> bool:
     )
 
 
+def _undirected(label: str) -> str:
+    found = _DIRECTED.match(label)
+    return found.group("type") if found else label
+
+
+def has_directed_labels(labels: Iterable[str]) -> bool:
+    """True when some label names a direction, `Type(e1,e2)` or `Type(e2,e1)` (SemEval's)."""
+    return any(_DIRECTED.match(label) for label in labels)
+
+
+def direction_report(gold: Sequence[str], pred: Sequence[str]) -> DirectionReport:
+    """Right type, wrong direction: gold `T(e1,e2)` predicted `T(e2,e1)` or the reverse. The
+    accuracy ignoring direction counts those as hits (every other label as it is)."""
+    _check_lengths(gold, pred)
+    directed = wrong = undirected_hits = 0
+    for g, p in zip(gold, pred):
+        same_type = _undirected(g) == _undirected(p)
+        undirected_hits += same_type
+        if _DIRECTED.match(g):
+            directed += 1
+            wrong += same_type and g != p
+    return DirectionReport(directed, wrong, _ratio(wrong, directed), _ratio(undirected_hits, len(gold)))
+
+
 def _check_ids(ids: Sequence[int], n_labels: int, name: str) -> None:
     for i, label_id in enumerate(ids):
         if not 0 <= label_id < n_labels:
@@ -174,6 +218,12 @@ def evaluate(gold_ids: Sequence[int], pred_ids: Sequence[int], label_map: LabelM
             [label_map.labels[i] for i in gold_ids], [label_map.labels[i] for i in pred_ids]
         )
 
+    direction = None
+    if has_directed_labels(label_map.labels):
+        direction = direction_report(
+            [label_map.labels[i] for i in gold_ids], [label_map.labels[i] for i in pred_ids]
+        )
+
     return Evaluation(
         micro_precision=micro_p,
         micro_recall=micro_r,
@@ -182,6 +232,7 @@ def evaluate(gold_ids: Sequence[int], pred_ids: Sequence[int], label_map: LabelM
         macro_f1_semeval=macro,
         per_relation=tuple(per_relation),
         n=len(gold_ids),
+        direction=direction,
     )
 
 
@@ -200,4 +251,8 @@ def format_report(evaluation: Evaluation) -> str:
     key_width = max(len(key) for key in summary)
     lines.extend(f"{key:<{key_width}}  {value:.4f}" for key, value in summary.items())
     lines.append(f"{'n':<{key_width}}  {evaluation.n}")
+    if evaluation.direction is not None:
+        d = evaluation.direction
+        lines.append(f"{'wrong_direction':<{key_width}}  {d.wrong_direction} of {d.directed} directed gold "
+                     "(right type, wrong direction)")
     return "\n".join(lines) + "\n"

@@ -63,7 +63,19 @@ def run_summary(result: TrainResult) -> dict:
     }
     if result.test is not None:
         summary |= {"test_micro_f1": result.test.micro_f1, "test_macro_f1_semeval": result.test.macro_f1_semeval}
+        if result.test.direction is not None:  # directed labels (SemEval): right type, wrong direction
+            summary |= {"test_wrong_direction_rate": result.test.direction.wrong_direction_rate,
+                        "test_undirected_accuracy": result.test.direction.undirected_accuracy}
     return summary
+
+
+def per_sentence_test_labels(result: TrainResult) -> dict | None:
+    """Each test sentence's gold and predicted label id, and the no-relation id: what a paired
+    bootstrap over the test sentences needs (study/comparisons.py). None when nothing was tested."""
+    if result.test is None:
+        return None
+    return {"gold": list(result.test_gold), "pred": list(result.test_predictions),
+            "no_relation_id": result.pipeline.label_map.no_relation_id}
 
 
 def write_outputs(result: TrainResult, files: dict, out: Path, seconds: float) -> None:

@@ -84,6 +84,7 @@ class TrainResult:
     test_predictions: list[int]
     mlm_adapt: AdaptedBackbone | None = None  # the adapted backbone the prompt variant loaded, if any
     bf16_active: bool = False  # bf16 autocast really ran (config.bf16 asks; the device decides)
+    test_gold: list[int] = field(default_factory=list)  # gold label ids, in test_predictions' order
 
 
 def train(
@@ -188,7 +189,8 @@ def train(
     if test_split is not None:
         test_eval, test_predictions = evaluate_split(model, pipeline, test_split, config, runtime)
     return TrainResult(config, pipeline, sample, history, best_epoch, best_val, test_eval, test_predictions, adapted,
-                       bf16_active=bf16_active(runtime.device, config.bf16))
+                       bf16_active=bf16_active(runtime.device, config.bf16),
+                       test_gold=[item.label for item in test_split.items] if test_split is not None else [])
 
 
 def adapted_backbone(

@@ -22,13 +22,17 @@ trains every seed of `study.seeds` with the chosen values.
 A searched parameter overrides the same [train] key. With `search.enabled = false` it takes
 its [train] value when there is one, else the midpoint of its range (`default_hyperparams`).
 `data_dir = ""` (or left out) means the SemEval default unless `requires_data_dir = true`:
-then the runner must be given --data-dir (the file loads without it).
+then the runner must be given --data-dir (the file loads without it). A relative data_dir is
+relative to the repository root, not to the working directory (trials run elsewhere), so
+`data_dir = "../shared/datasets/scierc"` finds the shared copy beside any clone; the cell
+fingerprint keeps it as written, so a results file stays valid in another clone.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import math
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -38,6 +42,7 @@ from cloce.variants import VARIANTS, get_variant
 CONTRASTIVE_VARIANTS = tuple(name for name, v in VARIANTS.items() if v.contrastive != "none")
 MARGIN_BOUNDS = (0.0, 2.0)
 LOG_UNIFORM = ("lr", "cl_lr")  # searched on a log scale; margin is uniform
+REPO_ROOT = Path(__file__).resolve().parents[1]
 # TrainConfig fields a trial gets from the study itself, never from [train].
 SET_BY_STUDY = {"variant": "study.variants", "k": "study.ks", "seed": "study.seeds", "model": "study.model"}
 
@@ -93,7 +98,7 @@ class ResourcesConfig:
 class StudyConfig:
     name: str
     description: str
-    data_dir: str | None  # None: SemEval default
+    data_dir: str | None  # None: SemEval default; relative: to the repository root
     data_format: str  # auto / tacred / opennre
     model: str | None  # None: the bundled default backbone
     variants: tuple[str, ...]
@@ -143,7 +148,8 @@ class StudyConfig:
         space = asdict(self.search_space(variant))
         if space["lr_from"] is None:  # added later: at its neutral value it leaves earlier records valid
             del space["lr_from"]
-        parts = {"train": train, "data": vars(self.data_config()), "space": space,
+        # data_dir as written: a relative one resolves to another path in another clone.
+        parts = {"train": train, "data": vars(self.data_config()) | {"data_dir": self.data_dir}, "space": space,
                  # Not num_samples: more search trials extend a search, its finished ones still count.
                  "search": [self.search.enabled, self.search.search_seed, self.search.asha, self.search.grace_period]}
         setup = self.numbers_setup()
@@ -182,7 +188,10 @@ class StudyConfig:
         return {name: value for name, value in setup.items() if value != neutral[name]}
 
     def data_config(self) -> DataConfig:
-        return DataConfig(data_dir=self.data_dir, format=self.data_format)
+        data_dir = self.data_dir
+        if data_dir and not Path(data_dir).expanduser().is_absolute():
+            data_dir = os.path.normpath(REPO_ROOT / data_dir)  # normpath: "<repo>/../shared" -> "<parent>/shared"
+        return DataConfig(data_dir=data_dir, format=self.data_format)
 
     def to_dict(self) -> dict:
         out = asdict(self)

@@ -176,6 +176,9 @@ def attach_results(study: StudyConfig, finals: list[dict], study_dir: Path, uri:
     # The few-shot table as an MLflow table (results/fewshot_table.json, `MlflowClient.load_table`).
     table = fewshot_table(finals, study.variants, study.ks, study.seeds)
     tracking.log_table(uri, parent_id, table.to_dict(as_series=False), "results/fewshot_table.json")
+    from study.comparisons import comparison_table  # variant vs reference: paired t, bootstrap (comparisons.md)
+    tracking.log_table(uri, parent_id, comparison_table(finals, study.variants, study.seeds).to_dict(as_series=False),
+                       "results/comparisons.json")
     summary = {f"{r['variant']}_K{r['k']}_seed{r['seed']}_test_micro_f1": r["test_micro_f1"] for r in finals if r["test_micro_f1"] is not None}
     summary |= cell_metrics(finals, study.variants, study.seeds)
     tracking.log_metrics(uri, parent_id, summary)

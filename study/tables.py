@@ -5,7 +5,12 @@ Input rows are plain dicts, one per trial, as the study system produces them::
 
     {"variant": "cloce_d", "k": 16, "seed": 1, "status": "FINISHED",
      "val_micro_f1": 0.41, "test_micro_f1": 0.39, "test_macro_f1_semeval": None,
-     "best_epoch": 4, "history": [{"epoch": 1, "val_micro_f1": 0.1, "train_loss": 2.3, ...}]}
+     "test_wrong_direction_rate": None, "test_undirected_accuracy": None,  # directed labels only
+     "best_epoch": 4, "history": [{"epoch": 1, "val_micro_f1": 0.1, "train_loss": 2.3, ...}],
+     "test_labels": {"gold": [...], "pred": [...], "no_relation_id": 0}}  # per test sentence
+
+The paired comparisons of two variants (paired t over seeds, paired bootstrap over test
+sentences) are in study/comparisons.py; write_tables writes them too.
 
 Metrics are fractions; tables meant for reading show percent with one decimal, numeric
 frames (CSV) keep fractions. ``k == 0`` is the full training set, labelled "full".
@@ -24,6 +29,7 @@ Row = Mapping[str, object]
 TRIAL_SCHEMA: dict[str, pl.DataType] = {
     "variant": pl.String, "k": pl.Int64, "seed": pl.Int64, "status": pl.String,
     "val_micro_f1": pl.Float64, "test_micro_f1": pl.Float64, "test_macro_f1_semeval": pl.Float64,
+    "test_wrong_direction_rate": pl.Float64, "test_undirected_accuracy": pl.Float64,
     "best_epoch": pl.Int64, "epochs_run": pl.Int64,
 }
 EPOCH_SCHEMA: dict[str, pl.DataType] = {
@@ -113,23 +119,29 @@ def fewshot_table(rows: Sequence[Row], variants: Sequence[str], ks: Sequence[int
                   expected_seeds: Sequence[int]) -> pl.DataFrame:
     """Table 3 as text: one row per variant, per K "mean ± std" test micro-F1 in percent
     (sample std over the expected seeds that finished), macro-F1 when any SemEval macro
-    score exists, and "finished/expected" seeds."""
+    score exists, the mean share of directed gold labels predicted with the right type but
+    the wrong direction when any trial has directed labels, and "finished/expected" seeds."""
     expected = list(dict.fromkeys(expected_seeds))
     done = _finished(rows).filter(pl.col("seed").is_in(expected))
     with_macro = done["test_macro_f1_semeval"].is_not_null().any()
+    with_direction = done["test_wrong_direction_rate"].is_not_null().any()
     table: dict[str, list[str]] = {"variant": list(variants)}
     for k in dict.fromkeys(ks):
-        micro, macro, seeds = [], [], []
+        micro, macro, direction, seeds = [], [], [], []
         for variant in variants:
             cell = done.filter((pl.col("variant") == variant) & (pl.col("k") == k))
             micro.append(_mean_std_cell(cell["test_micro_f1"].to_list()))
             macro_values = cell["test_macro_f1_semeval"].drop_nulls().to_list()
             macro.append(_mean_std_cell(macro_values) if macro_values or cell.is_empty() else "n/a")
+            wrong = cell["test_wrong_direction_rate"].drop_nulls()
+            direction.append(f"{100 * wrong.mean():.1f}" if len(wrong) else MISSING if cell.is_empty() else "n/a")
             seeds.append(f"{cell.height}/{len(expected)}")
         label = "full" if k == 0 else f"K={k}"
         table[f"{label} micro-F1"] = micro
         if with_macro:
             table[f"{label} macro-F1"] = macro
+        if with_direction:
+            table[f"{label} wrong dir. %"] = direction  # mean over seeds: right type, wrong direction
         table[f"{label} seeds"] = seeds
     return pl.DataFrame(table, schema={name: pl.String for name in table})
 
@@ -142,6 +154,10 @@ def fewshot_numbers(rows: Sequence[Row], variants: Sequence[str] | None = None) 
         pl.col("test_micro_f1").std(ddof=1).alias("test_micro_f1_std"),
         pl.col("test_macro_f1_semeval").mean().alias("test_macro_f1_mean"),
         pl.col("test_macro_f1_semeval").std(ddof=1).alias("test_macro_f1_std"),
+        # Directed labels only: of the directed gold labels, the share predicted as the right
+        # type in the wrong direction; and accuracy with a label's two directions as one.
+        pl.col("test_wrong_direction_rate").mean().alias("test_wrong_direction_rate_mean"),
+        pl.col("test_undirected_accuracy").mean().alias("test_undirected_accuracy_mean"),
         pl.col("best_epoch").cast(pl.Float64).mean().alias("best_epoch_mean"),
     )
     return _sorted_cells(numbers, variants)
@@ -186,7 +202,8 @@ def _seed_best_epoch(row: Row) -> int | None:
 
 def best_epochs(rows: Sequence[Row], variants: Sequence[str] | None = None) -> pl.DataFrame:
     """Per (variant, k): the epoch whose mean validation micro-F1 is best (earliest on a tie),
-    that mean, and the mean of the per-seed best epochs: how soon each variant peaks."""
+    that mean, and each seed's own best epoch (``seed_best_epochs``: "seed:epoch ...") with
+    their mean, sample std, min and max: how soon each variant peaks, and how much seeds differ."""
     curves = epoch_table(rows)
     best = (
         curves.sort(["val_micro_f1_mean", "epoch"], descending=[True, False])
@@ -197,14 +214,20 @@ def best_epochs(rows: Sequence[Row], variants: Sequence[str] | None = None) -> p
     done = _finished_rows(rows)
     seed_best = pl.DataFrame(
         {"variant": [row["variant"] for row in done], "k": [row["k"] for row in done],
-         "seed_best_epoch": [_seed_best_epoch(row) for row in done]},
-        schema={"variant": pl.String, "k": pl.Int64, "seed_best_epoch": pl.Int64},
-    ).group_by(CELL).agg(
+         "seed": [row["seed"] for row in done], "seed_best_epoch": [_seed_best_epoch(row) for row in done]},
+        schema={"variant": pl.String, "k": pl.Int64, "seed": pl.Int64, "seed_best_epoch": pl.Int64},
+    ).sort("seed").group_by(CELL, maintain_order=True).agg(
         pl.len().cast(pl.Int64).alias("n"),
         pl.col("seed_best_epoch").cast(pl.Float64).mean().alias("mean_seed_best_epoch"),
+        pl.col("seed_best_epoch").cast(pl.Float64).std(ddof=1).alias("std_seed_best_epoch"),
+        pl.col("seed_best_epoch").min().alias("min_seed_best_epoch"),
+        pl.col("seed_best_epoch").max().alias("max_seed_best_epoch"),
+        pl.format("{}:{}", "seed", pl.col("seed_best_epoch").cast(pl.String).fill_null("?"))
+        .str.join(" ").alias("seed_best_epochs"),
     )
     joined = best.join(seed_best, on=CELL, how="left").select(
-        *CELL, "n", "best_epoch", "best_val_micro_f1", "mean_seed_best_epoch")
+        *CELL, "n", "best_epoch", "best_val_micro_f1", "mean_seed_best_epoch", "std_seed_best_epoch",
+        "min_seed_best_epoch", "max_seed_best_epoch", "seed_best_epochs")
     return _sorted_cells(joined, variants)
 
 
@@ -220,9 +243,14 @@ def best_epochs_display(rows: Sequence[Row], variants: Sequence[str] | None = No
          "seeds": best["n"].to_list(),
          "best epoch (mean curve)": best["best_epoch"].to_list(),
          "best val micro-F1": [one_decimal(v, 100.0) for v in best["best_val_micro_f1"]],
-         "mean per-seed best epoch": [one_decimal(v) for v in best["mean_seed_best_epoch"]]},
+         "mean per-seed best epoch": [one_decimal(v) for v in best["mean_seed_best_epoch"]],
+         "std": [one_decimal(v) for v in best["std_seed_best_epoch"]],
+         "range": ["" if low is None else f"{low}-{high}"
+                   for low, high in zip(best["min_seed_best_epoch"], best["max_seed_best_epoch"])],
+         "per seed (seed:epoch)": best["seed_best_epochs"].to_list()},
         schema={"variant": pl.String, "K": pl.String, "seeds": pl.Int64, "best epoch (mean curve)": pl.Int64,
-                "best val micro-F1": pl.String, "mean per-seed best epoch": pl.String},
+                "best val micro-F1": pl.String, "mean per-seed best epoch": pl.String, "std": pl.String,
+                "range": pl.String, "per seed (seed:epoch)": pl.String},
     )
 
 
@@ -247,15 +275,19 @@ def to_markdown(df: pl.DataFrame) -> str:
 def write_tables(rows: Sequence[Row], variants: Sequence[str], ks: Sequence[int],
                  seeds: Sequence[int], out_dir: str | Path) -> dict[str, Path]:
     """Write every table under ``out_dir``; returns {file name: path}."""
+    from study.comparisons import write_comparisons
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fewshot = fewshot_table(rows, variants, ks, seeds)
     paths = {name: out / name for name in ("fewshot_table.md", "fewshot_table.csv", "fewshot_numbers.csv",
-                                           "epoch_table.csv", "best_epochs.md", "trials.csv")}
+                                           "epoch_table.csv", "best_epochs.md", "best_epochs.csv", "trials.csv")}
     paths["fewshot_table.md"].write_text(to_markdown(fewshot), encoding="utf-8")
     fewshot.write_csv(paths["fewshot_table.csv"])
     fewshot_numbers(rows, variants).write_csv(paths["fewshot_numbers.csv"])
     epoch_table(rows, variants).write_csv(paths["epoch_table.csv"])
     paths["best_epochs.md"].write_text(to_markdown(best_epochs_display(rows, variants)), encoding="utf-8")
+    best_epochs(rows, variants).write_csv(paths["best_epochs.csv"])
     trial_frame(rows).write_csv(paths["trials.csv"])
+    paths |= write_comparisons(rows, variants, seeds, out)  # paired t over seeds, bootstrap over sentences
     return paths

@@ -118,7 +118,10 @@ def run_trial(config: dict, context: TrialContext) -> None:
     with phases.phase("tracking"):
         tracking.end_run(context.tracking_uri, run_id, "FINISHED")
     history = final.pop("history", [])
-    ray.tune.report(final | {"trial_key": key, "run_id": run_id, "history_json": json.dumps(history)} | phases.report())
+    # Strings, as the history: Tune's loggers take scalars (a test set is thousands of ids).
+    labels = {"test_labels_json": json.dumps(final.pop("test_labels"))} if "test_labels" in final else {}
+    ray.tune.report(final | {"trial_key": key, "run_id": run_id, "history_json": json.dumps(history)} | labels
+                    | phases.report())
 
 
 def mark_failed(tracking_uri: str, run_id: str, reason: str, details: str | None = None) -> None:
@@ -172,9 +175,14 @@ def trial_record(result_metrics: dict, config: dict, variant: str, k: int, stage
         "val_micro_f1": metrics.get("val_micro_f1") if finished else None,
         "test_micro_f1": metrics.get("test_micro_f1") if finished else None,
         "test_macro_f1_semeval": metrics.get("test_macro_f1_semeval") if finished else None,
+        # Directed labels only (SemEval): right type, wrong direction; accuracy ignoring direction.
+        "test_wrong_direction_rate": metrics.get("test_wrong_direction_rate") if finished else None,
+        "test_undirected_accuracy": metrics.get("test_undirected_accuracy") if finished else None,
         "best_epoch": metrics.get("best_epoch") if finished else None,
         # How it ran, where that changes numbers (the fingerprint holds what the driver expected).
         "world_size": metrics.get("world_size"),
         "bf16_active": bool(metrics["bf16_active"]) if "bf16_active" in metrics else None,
         "history": json.loads(metrics.get("history_json", "[]")) if finished else [],
+        # {"gold": [...], "pred": [...], "no_relation_id": i}: the paired bootstrap's input.
+        "test_labels": json.loads(metrics["test_labels_json"]) if finished and "test_labels_json" in metrics else None,
     }

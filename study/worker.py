@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 from cloce.config import DataConfig, TrainConfig
-from cloce.run import run_summary
+from cloce.run import per_sentence_test_labels, run_summary
 from cloce.runtime import Runtime, bf16_active
 from cloce.state import final_state, load_train_state, save_train_state
 from study import phases, tracking, warm
@@ -159,6 +159,8 @@ def train_loop_per_worker(loop_config: dict) -> dict:
     }
     final = {k: v for k, v in final.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     summary = final | {"history": [vars(r) for r in result.history]}
+    if result.test is not None:  # per test sentence, for the paired bootstrap of the study tables
+        summary["test_labels"] = per_sentence_test_labels(result)
     if runtime.rank != 0:
         reports.report(final)
         return summary

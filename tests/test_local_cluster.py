@@ -115,7 +115,9 @@ def test_the_killed_nodes_trials_moved_and_resumed_from_their_checkpoints(chaos_
 @pytest.mark.slow
 def test_what_was_logged_while_the_tracking_server_was_down_arrived(chaos_study):
     report, _, _ = chaos_study
-    assert report["val_points_logged_during_outage"] >= 1, show(report)
+    # Calls made while it was down went through once it was back (and every run has every
+    # epoch: test_every_trial_exactly_once...). A point measured during the outage keeps that
+    # time; usually there is one, but an epoch measured just before the stop waits it out too.
     assert report["tracking_retries_recovered"] >= 1, show(report)
 
 

@@ -5,8 +5,10 @@ import pytest
 from cloce.data.types import LabelMap
 from cloce.metrics import (
     Evaluation,
+    direction_report,
     evaluate,
     format_report,
+    has_directed_labels,
     is_semeval_label_set,
     micro_prf,
     semeval_macro_f1,
@@ -113,3 +115,35 @@ def test_format_report_has_a_row_per_label_and_the_summary():
     assert lines[2].split() == ["no_relation", "0.0000", "0.0000", "0.0000", "1", "1"]
     assert "micro_f1" in report and "0.6667" in report
     assert len({len(line) for line in lines[:5]}) == 1  # fixed width
+
+
+# --- direction: right type, wrong direction -------------------------------------------------
+
+def test_direction_report_counts_right_type_wrong_direction():
+    # gold CE12 x3, CW12, Other; one CE12 predicted CE21 (wrong direction), one CE12 predicted CW12
+    # (wrong type, not a direction error), one Other predicted CE12 (gold not directed).
+    gold = [CE12, CE12, CE12, CW12, "Other"]
+    pred = [CE12, CE21, CW12, CW12, CE12]
+    report = direction_report(gold, pred)
+    assert (report.directed, report.wrong_direction) == (4, 1)
+    assert report.wrong_direction_rate == pytest.approx(1 / 4)
+    assert report.undirected_accuracy == pytest.approx(3 / 5)  # CE21 for CE12 counts as a hit
+
+
+def test_evaluate_reports_direction_only_for_directed_labels():
+    semeval = evaluate([1, 1, 3, 0], [1, 2, 3, 0], SEMEVAL)
+    assert semeval.direction.wrong_direction == 1 and semeval.direction.directed == 3
+    assert semeval.accuracy == pytest.approx(0.75) and semeval.direction.undirected_accuracy == pytest.approx(1.0)
+    assert semeval.summary()["wrong_direction_rate"] == pytest.approx(1 / 3)
+    assert "wrong_direction" in format_report(semeval) and "1 of 3 directed gold" in format_report(semeval)
+    tacred = evaluate([0, 1], [0, 2], TACRED_LIKE)
+    assert tacred.direction is None and "wrong_direction" not in format_report(tacred)
+    assert has_directed_labels(SEMEVAL.labels) and not has_directed_labels(TACRED_LIKE.labels)
+
+
+def test_evaluations_written_before_the_direction_report_still_load():
+    ev = evaluate([1, 1, 3, 0], [1, 2, 3, 0], SEMEVAL)
+    old = ev.to_dict()
+    del old["direction"]
+    assert Evaluation.from_dict(old).direction is None
+    assert Evaluation.from_dict(json.loads(json.dumps(ev.to_dict()))).direction == ev.direction

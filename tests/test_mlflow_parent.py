@@ -86,6 +86,10 @@ def test_parent_run_holds_cell_metrics_and_the_table_artifact(study, store, tmp_
     artifacts = {a.path for a in client.list_artifacts(parent_id, "results")}
     assert {"results/fewshot_table.json", "results/fewshot_table.md", "results/fewshot_table.csv"} <= artifacts
     assert {"path": "results/fewshot_table.json", "type": "table"} in json.loads(logged.tags["mlflow.loggedArtifacts"])
+    # The paired comparisons (cloce_d vs prompt_ki: K=2 seed 1 only) beside it, as a table too.
+    assert {"results/comparisons.json", "results/comparisons.md", "results/comparison_seeds.csv"} <= artifacts
+    compared = client.load_table(experiment_id, "results/comparisons.json", run_ids=[parent_id])
+    assert list(compared["comparison"]) == ["cloce_d − prompt_ki"] and list(compared["seeds"]) == [1]
     want = fewshot_table(finals, VARIANTS, KS, SEEDS)
 
     def loaded():

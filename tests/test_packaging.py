@@ -22,7 +22,7 @@ from packaging.requirements import Requirement  # noqa: E402  (ray and pip depen
 from packaging.specifiers import SpecifierSet  # noqa: E402
 from packaging.utils import canonicalize_name  # noqa: E402
 
-REQUIRED_PACKAGES = ("ray", "torch", "transformers", "optuna", "mlflow", "polars")
+REQUIRED_PACKAGES = ("ray", "torch", "transformers", "optuna", "mlflow", "polars", "scipy")
 
 
 def dockerfile_instructions() -> list[tuple[str, str]]:

@@ -134,3 +134,16 @@ def test_a_trial_record_says_how_the_trial_ran():
     record = trial_record({"final": 1, "world_size": 2, "bf16_active": 1}, {"seed": 1}, "prompt_ki", 8, "final")
     assert (record["world_size"], record["bf16_active"]) == (2, True)
     assert trial_record({}, {"seed": 1}, "prompt_ki", 8, "final", error="boom")["bf16_active"] is None
+
+
+def test_a_trial_record_carries_per_sentence_test_labels_and_the_direction_report():
+    from study.trial import trial_record
+
+    labels = {"gold": [0, 1, 2], "pred": [0, 2, 2], "no_relation_id": 0}
+    metrics = {"final": 1, "test_micro_f1": 0.5, "test_labels_json": json.dumps(labels),
+               "test_wrong_direction_rate": 0.5, "test_undirected_accuracy": 1.0}
+    record = trial_record(metrics, {"seed": 1}, "prompt_ki", 8, "final")
+    assert record["test_labels"] == labels
+    assert (record["test_wrong_direction_rate"], record["test_undirected_accuracy"]) == (0.5, 1.0)
+    older = trial_record({"final": 1, "test_micro_f1": 0.5}, {"seed": 1}, "prompt_ki", 8, "final")
+    assert older["test_labels"] is None and older["test_wrong_direction_rate"] is None

@@ -7,6 +7,7 @@ import pytest
 from study.plots import plot_f1_vs_k, plot_learning_curves
 from study.tables import (
     best_epochs,
+    best_epochs_display,
     epoch_table,
     fewshot_numbers,
     fewshot_table,
@@ -86,6 +87,18 @@ def test_macro_columns_appear_only_when_semeval_macro_exists(rows):
     assert table["K=8 macro-F1"].to_list() == ["32.0 ± 2.8"]
 
 
+def test_wrong_direction_column_appears_only_with_directed_labels(rows):
+    assert not any("wrong dir." in c for c in fewshot_table(rows, ["cloce_d"], [8], [1, 2, 3]).columns)
+    semeval = [trial("cloce_d", 8, s, 0.5) | {"test_wrong_direction_rate": w, "test_undirected_accuracy": a}
+               for s, w, a in [(1, 0.10, 0.6), (2, 0.20, 0.7)]]
+    table = fewshot_table(semeval, ["cloce_d", "prompt"], [8], [1, 2])
+    assert table.columns == ["variant", "K=8 micro-F1", "K=8 wrong dir. %", "K=8 seeds"]
+    assert table["K=8 wrong dir. %"].to_list() == ["15.0", "missing"]  # mean over seeds
+    cell = fewshot_numbers(semeval).row(0, named=True)
+    assert cell["test_wrong_direction_rate_mean"] == pytest.approx(0.15)
+    assert cell["test_undirected_accuracy_mean"] == pytest.approx(0.65)
+
+
 def test_fewshot_numbers_keep_fractions_and_skip_failed_trials(rows):
     numbers = fewshot_numbers(rows)
     cell = numbers.filter((pl.col("variant") == "cloce_d") & (pl.col("k") == 16)).row(0, named=True)
@@ -124,6 +137,18 @@ def test_best_epoch_picks_epoch_with_best_mean_curve(rows):
     assert by_cell[("cloce_d", 16)]["mean_seed_best_epoch"] == pytest.approx(3.0)
 
 
+def test_best_epochs_list_each_seeds_best_epoch_with_mean_and_spread():
+    rows = [trial("prompt_ki", 8, seed, 0.3, curve=[0.1, 0.2, 0.3], best_epoch=epoch)
+            for seed, epoch in [(3, 4), (1, 2), (2, 3)]]
+    best = best_epochs(rows).row(0, named=True)
+    assert best["seed_best_epochs"] == "1:2 2:3 3:4"  # seed order
+    assert best["mean_seed_best_epoch"] == pytest.approx(3.0)
+    assert best["std_seed_best_epoch"] == pytest.approx(1.0)
+    assert (best["min_seed_best_epoch"], best["max_seed_best_epoch"]) == (2, 4)
+    shown = best_epochs_display(rows).row(0, named=True)
+    assert (shown["std"], shown["range"], shown["per seed (seed:epoch)"]) == ("1.0", "2-4", "1:2 2:3 3:4")
+
+
 def test_per_seed_best_epoch_falls_back_to_history():
     rows = [trial("prompt", 8, 1, 0.3, curve=[0.1, 0.5, 0.2]), trial("prompt", 8, 2, 0.3, curve=[0.4, 0.1, 0.3])]
     best = best_epochs(rows).row(0, named=True)
@@ -142,7 +167,8 @@ def test_markdown_has_header_separator_and_one_row_per_variant(rows):
 def test_write_tables_writes_every_file(rows, tmp_path):
     paths = write_tables(rows, ["cloce_d", "finetune"], [8, 16, 0], [1, 2, 3], tmp_path / "tables")
     assert set(paths) == {"fewshot_table.md", "fewshot_table.csv", "fewshot_numbers.csv",
-                          "epoch_table.csv", "best_epochs.md", "trials.csv"}
+                          "epoch_table.csv", "best_epochs.md", "best_epochs.csv", "trials.csv",
+                          "comparisons.md", "comparisons.csv", "comparison_seeds.csv"}
     for path in paths.values():
         assert path.is_file() and path.stat().st_size > 0
 

@@ -368,3 +368,15 @@ def test_a_plain_run_honours_the_configured_device(tiny_bert_config):
     # that is not there fails at once instead of training on the CPU unnoticed.
     with pytest.raises(ValueError, match="sees no CUDA GPU"):
         train(tiny_config(device="cuda"), tiny_dataset(), backbone_config=tiny_bert_config)
+
+
+def test_the_result_carries_each_test_sentences_gold_and_prediction(tiny_bert_config):
+    from cloce.run import per_sentence_test_labels, run_summary
+
+    dataset = tiny_dataset()
+    result = train(tiny_config(variant="prompt_ki", epochs=1), dataset, backbone_config=tiny_bert_config)
+    gold = [LABELS.id_of(instance.relation) for instance in dataset.test]
+    assert per_sentence_test_labels(result) == {"gold": gold, "pred": result.test_predictions, "no_relation_id": 0}
+    summary = run_summary(result)  # directed labels: the test's direction report is in the summary
+    assert summary["test_wrong_direction_rate"] == result.test.direction.wrong_direction_rate
+    assert 0.0 <= summary["test_undirected_accuracy"] <= 1.0
