@@ -3,7 +3,6 @@ with a tiny model and data, and writes the table."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
