@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -524,9 +523,9 @@ def mlflow_children(uri: str, experiment: str = "cloce-quick") -> tuple[list, li
             [r for r in runs if "mlflow.parentRunId" in r.data.tags])
 
 
-def wait_for_resumed(cluster: LocalCluster, victim: str, timeout: float, log=print) -> str:
-    """A trial of the killed node that has started again on another node (its placements
-    tag has a second entry) and is training: the tracking outage then lands mid-trial."""
+def first_child_run(cluster: LocalCluster, found, timeout: float, what: str):
+    """Polls the study's child runs once a second until `found(run)` returns something for one
+    of them; that value. The tracking server may be down meanwhile (the outage)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -534,31 +533,37 @@ def wait_for_resumed(cluster: LocalCluster, victim: str, timeout: float, log=pri
         except Exception:
             children = []
         for run in children:
-            placements = run.data.tags.get("placements", "").split(",")
-            if run.info.status == "RUNNING" and placements[0].startswith(f"{victim}:") and len(placements) > 1:
-                log(f"resumed: {run.data.tags.get('cloce.trial_key')} on {placements[-1]} (node:from_epoch)")
-                return run.data.tags.get("cloce.trial_key")
+            if run.info.status == "RUNNING" and (value := found(run)) is not None:
+                return value
         time.sleep(1)
-    raise TimeoutError(f"no trial of the killed node {victim} started again elsewhere in {timeout:.0f} s")
+    raise TimeoutError(f"{what} in {timeout:.0f} s")
+
+
+def wait_for_resumed(cluster: LocalCluster, victim: str, timeout: float, log=print) -> str:
+    """A trial of the killed node that has started again on another node (its placements
+    tag has a second entry) and is training: the tracking outage then lands mid-trial."""
+    def resumed(run):
+        placements = run.data.tags.get("placements", "").split(",")
+        if placements[0].startswith(f"{victim}:") and len(placements) > 1:
+            log(f"resumed: {run.data.tags.get('cloce.trial_key')} on {placements[-1]} (node:from_epoch)")
+            return run.data.tags.get("cloce.trial_key")
+        return None
+
+    return first_child_run(cluster, resumed, timeout, f"no trial of the killed node {victim} started again elsewhere")
 
 
 def wait_for_victim(cluster: LocalCluster, min_epochs: int, timeout: float, log=print) -> tuple[str, str, int]:
     """(node, trial key, epochs logged) of a running trial on a worker node that has logged
     `min_epochs` epochs (each is logged just before its checkpoint is reported, so epoch
     `min_epochs - 1`'s checkpoint is registered by then)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            _, children = mlflow_children(cluster.tracking_uri)
-        except Exception:
-            children = []
-        for run in children:
-            node, done = run.data.tags.get("node"), run.data.metrics.get("epochs_done", 0)
-            if run.info.status == "RUNNING" and node in cluster.workers and min_epochs <= done:
-                log(f"victim: {node} (trial {run.data.tags.get('cloce.trial_key')} at epoch {done:.0f})")
-                return node, run.data.tags.get("cloce.trial_key"), int(done)
-        time.sleep(1)
-    raise TimeoutError(f"no trial reached epoch {min_epochs} on a worker in {timeout:.0f} s")
+    def victim(run):
+        node, done = run.data.tags.get("node"), run.data.metrics.get("epochs_done", 0)
+        if node in cluster.workers and min_epochs <= done:
+            log(f"victim: {node} (trial {run.data.tags.get('cloce.trial_key')} at epoch {done:.0f})")
+            return node, run.data.tags.get("cloce.trial_key"), int(done)
+        return None
+
+    return first_child_run(cluster, victim, timeout, f"no trial reached epoch {min_epochs} on a worker")
 
 
 def run_chaos_study(cluster: LocalCluster, plan: StudyPlan, faults: bool = True, outage_s: float = 30.0,

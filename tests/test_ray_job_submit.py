@@ -18,8 +18,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,13 +27,10 @@ from pathlib import Path
 
 import pytest
 
+from study.local_cluster import UPLOAD_EXCLUDES, free_ports, own_processes, stop_processes
+
 REPO = Path(__file__).resolve().parents[1]
 
-# Bulky or local-only paths never travel with the job (Ray also honours .gitignore).
-UPLOAD_EXCLUDES = [
-    ".git", "runs/", "outputs/", "mlruns/", "mlflow.db", "ray_results/", "shared/",
-    "**/__pycache__", "*.egg-info", ".pytest_cache/", ".benchmarks/",
-]
 MAX_UPLOAD_MIB = 20.0
 
 
@@ -72,19 +67,6 @@ pytestmark = [
 ]
 
 
-def free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 def ray_env() -> dict[str, str]:
     """Same environment for head and submitter: no token auth, no cluster from outside."""
     env = dict(os.environ)
@@ -98,63 +80,6 @@ def ray_env() -> dict[str, str]:
     # Ray's own processes find this interpreter's tools first; the job names sys.executable itself.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     return env
-
-
-def _proc_stat(pid: int) -> tuple[str, int, int] | None:
-    """(state, ppid, pgid) of a live process, from /proc (no psutil needed)."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2:].split()
-    return fields[0], int(fields[1]), int(fields[2])
-
-
-def own_processes(pgid: int, temp_dir: str) -> list[int]:
-    """Live processes of our head's group, or running from / under our temp dir, and their
-    descendants; zombies count as gone."""
-    stats, mine = {}, set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        pid = int(entry.name)
-        stat = _proc_stat(pid)
-        if stat is None or stat[0] in ("Z", "X"):
-            continue
-        stats[pid] = stat
-        if stat[2] == pgid:
-            mine.add(pid)
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            cwd = os.readlink(entry / "cwd")
-        except OSError:
-            continue
-        if temp_dir in cmdline or cwd == temp_dir or cwd.startswith(temp_dir + "/"):
-            mine.add(pid)
-    grew = True
-    while grew:  # descendants (e.g. workers that left the group)
-        extra = {pid for pid, stat in stats.items() if stat[1] in mine} - mine
-        mine |= extra
-        grew = bool(extra)
-    mine.discard(os.getpid())
-    return sorted(mine)
-
-
-def stop_own_head(pgid: int, temp_dir: str) -> None:
-    """SIGTERM our head's processes, SIGKILL what is left after a short grace period (the
-    GCS server and the autoscaler monitor can take 10 s+ to exit on SIGTERM alone)."""
-    for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 10.0)):
-        for pid in own_processes(pgid, temp_dir):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + grace
-        while own_processes(pgid, temp_dir) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        if not own_processes(pgid, temp_dir):
-            return
 
 
 def wait_for_job_api(url: str, timeout: float) -> None:
@@ -231,7 +156,7 @@ def ray_head():
         print(f"head up in {time.perf_counter() - started:.1f} s at {address} (temp dir {temp_dir})")
         yield Head(address, gcs_port, temp_dir, env)
     finally:
-        stop_own_head(pgid, temp_dir)
+        stop_processes(pgid, temp_dir)
         leftover = own_processes(pgid, temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
         assert not leftover, f"Ray processes of this test survived teardown: {leftover}"
