@@ -26,26 +26,10 @@ SLOTS = 16
 
 def tiny_study_inputs(directory: Path) -> tuple[Path, Path]:
     """A tiny random BERT with the bundled tokenizer, and SemEval with every train sentence
-    (K-shot samples need them) and slices of val and test."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+    (K-shot samples need them) and slices of val and test: the local cluster's own."""
+    from study.local_cluster import make_semeval_slice, make_tiny_model
 
-    from cloce.backbone import default_model_path
-    from cloce.data.dataset import default_data_dir
-
-    model_dir, data_dir = directory / "tiny_bert", directory / "semeval"
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=256)
-    BertForMaskedLM(config).save_pretrained(str(model_dir))
-    AutoTokenizer.from_pretrained(default_model_path()).save_pretrained(str(model_dir))
-    source = default_data_dir()
-    data_dir.mkdir()
-    for split, every in (("train", 1), ("val", 40), ("test", 60)):
-        lines = (source / f"{split}.txt").read_text().splitlines()
-        (data_dir / f"{split}.txt").write_text("\n".join(lines[::every]) + "\n")
-    (data_dir / "rel2id.json").write_text((source / "rel2id.json").read_text())
-    return model_dir, data_dir
+    return Path(make_tiny_model(directory / "tiny_bert")), Path(make_semeval_slice(directory / "semeval"))
 
 
 def run_study(directory: Path, model_dir: Path, data_dir: Path, in_parallel: bool) -> dict:

@@ -19,19 +19,13 @@ from study import driver
 from study.config import load_study_config
 
 
-def small_study(seeds: tuple[int, ...], epochs: int, k: int, workers: int):
-    return load_study_config("quick", _small_overrides(seeds, epochs, k, workers))
-
-
 def study_on_ray_vs_in_process(seeds=(1, 2, 3), epochs: int = 4, k: int = 8, workers: int = 1,
                                overrides: dict | None = None) -> dict:
     """`workers` per trial: 1, the issue's set-up (a TorchTrainer with one worker), or 0, Ray
     Train's local mode (the loop in the Tune trial's process; the one-machine default).
     The fixed cost per trial is printed apart from the study's own (Ray, MLflow parent run,
     tables): each trial reports where its seconds went (study/phases.py)."""
-    study = small_study(seeds, epochs, k, workers)
-    if overrides:
-        study = load_study_config("quick", {**_small_overrides(seeds, epochs, k, workers), **overrides})
+    study = load_study_config("quick", _small_overrides(seeds, epochs, k, workers) | (overrides or {}))
     configs = [study.train_config("finetune", k, seed, **study.default_hyperparams("finetune")) for seed in seeds]
     dataset = load_dataset(None)
     in_process = timed(lambda: [train(config, dataset) for config in configs])

@@ -33,6 +33,8 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
+from benchmarks.common import alternate  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 16
 
@@ -109,11 +111,8 @@ def ce_pass_vs_trainer(args, device: torch.device) -> dict:
             sync(device)
         return samples / (time.perf_counter() - began)
 
-    speeds = {"cloce": [], "hf_trainer": []}
-    for _ in range(args.rounds):
-        speeds["cloce"].append(cloce_pass())
-        speeds["hf_trainer"].append(hf_trainer())
-    cloce, hf = statistics.median(speeds["cloce"]), statistics.median(speeds["hf_trainer"])
+    speeds = alternate({"cloce": cloce_pass, "hf_trainer": hf_trainer}, args.rounds)
+    cloce, hf = speeds["cloce"], speeds["hf_trainer"]
     return {"samples": samples, "bf16": bf16, "cloce_samples_per_s": cloce, "hf_trainer_samples_per_s": hf,
             "ratio": cloce / hf}
 
@@ -145,11 +144,8 @@ def predict_vs_forward(args, device: torch.device) -> dict:
             predict_file(checkpoint, test_file, None, batch_size=64, device=str(device))
             return len(split) / (time.perf_counter() - began)
 
-        runs = {"predict": [], "bare": []}
-        for _ in range(args.rounds):
-            runs["predict"].append(cli())
-            runs["bare"].append(bare())
-    predict, forward = statistics.median(runs["predict"]), statistics.median(runs["bare"])
+        runs = alternate({"predict": cli, "bare": bare}, args.rounds)
+    predict, forward = runs["predict"], runs["bare"]
     return {"sentences": len(split), "predict_samples_per_s": predict, "bare_samples_per_s": forward,
             "ratio": predict / forward}
 

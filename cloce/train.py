@@ -259,9 +259,12 @@ def classification_pass(model, loader, optimizer, scheduler, config: TrainConfig
     (taken from this pass itself, as the contrastive step needs them: no second pass)."""
     model.train()
     total, count, predicted = 0.0, 0, {}
-    # The loader gives this worker's share of each global batch (cloce.batching); each share's
-    # mean is weighted so that the step is the global batch's mean for any number of workers.
-    for batch, global_size in zip(loader, global_batch_sizes(len(loader.dataset), config.batch_size), strict=True):
+    # With several workers the loader gives this worker's share of each global batch
+    # (cloce.batching); each share's mean is weighted so that the step is the global batch's
+    # mean. One worker: each batch is its own global batch (any iterable of batches will do).
+    batches = (zip(loader, global_batch_sizes(len(loader.dataset), config.batch_size), strict=True)
+               if runtime.world_size > 1 else ((batch, None) for batch in loader))
+    for batch, global_size in batches:
         batch = to_device(batch, runtime.device)
         real = batch["index"] != STAND_IN  # all rows, or the one stand-in row of an empty share
         with autocast(runtime.device, config.bf16):
@@ -269,7 +272,7 @@ def classification_pass(model, loader, optimizer, scheduler, config: TrainConfig
         mean = F.cross_entropy(logits.float(), batch["labels"])
         check_finite(mean, "cross-entropy")
         share = int(real.sum())
-        loss = mean * share_weight(share, global_size, runtime.world_size)
+        loss = mean * share_weight(share, global_size or share, runtime.world_size)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)

@@ -1,6 +1,6 @@
 """Which epochs a trial checkpoints (`resources.checkpoint_every_s`).
 
-A checkpoint of MiniLM is ~0.26 GB (weights + AdamW moments) written, then copied into the
+A checkpoint of MiniLM is 260 MiB (weights + AdamW moments; benchmarks/readings.md, 5/5c) written, then copied into the
 trial's storage: for a trial of a few short epochs that is much of its fixed cost. With an
 interval, a trial checkpoints
 - its last epoch (what resume needs then is only the best weights: `cloce.state.final_state`),

@@ -2,7 +2,7 @@
 
 A checkpoint exists to resume an interrupted trial; once the trial's record is written (its
 Tune result, MLflow run and results-file line) nothing reads it again. Each one holds the
-weights and optimiser state (~0.4 GB for MiniLM, ~4 GB for roberta-large), so keeping them
+weights and optimiser state (260 MiB for MiniLM, benchmarks/readings.md; ~4 GB for roberta-large), so keeping them
 fills a disk within one study: the default study's 40 trials left ~16 GB.
 """
 from __future__ import annotations

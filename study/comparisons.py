@@ -221,8 +221,10 @@ def comparison_display(numbers: pl.DataFrame, seed_rows: pl.DataFrame) -> tuple[
     return cells, seeds
 
 
-def _comparison_frames(rows: Sequence[Row], variants: Sequence[str], seeds: Sequence[int],
-                       pairs: Sequence[tuple[str, str]] | None) -> tuple[pl.DataFrame, pl.DataFrame]:
+def comparison_frames(rows: Sequence[Row], variants: Sequence[str], seeds: Sequence[int],
+                      pairs: Sequence[tuple[str, str]] | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(per-cell numbers, per-seed rows): the bootstrap runs here, so compute them once and
+    hand them to `write_comparisons` and `comparison_display`."""
     seed_rows = comparison_seeds(rows, default_pairs(variants) if pairs is None else pairs, seeds)
     seed_rows = _sorted_cells(seed_rows, variants, "reference", "seed")
     return comparison_numbers(seed_rows, variants), seed_rows
@@ -231,16 +233,17 @@ def _comparison_frames(rows: Sequence[Row], variants: Sequence[str], seeds: Sequ
 def comparison_table(rows: Sequence[Row], variants: Sequence[str], seeds: Sequence[int],
                      pairs: Sequence[tuple[str, str]] | None = None) -> pl.DataFrame:
     """The per-cell comparisons for reading (the first table of comparisons.md)."""
-    numbers, seed_rows = _comparison_frames(rows, variants, seeds, pairs)
-    return comparison_display(numbers, seed_rows)[0]
+    return comparison_display(*comparison_frames(rows, variants, seeds, pairs))[0]
 
 
 def write_comparisons(rows: Sequence[Row], variants: Sequence[str], seeds: Sequence[int], out_dir: str | Path,
-                      pairs: Sequence[tuple[str, str]] | None = None) -> dict[str, Path]:
+                      pairs: Sequence[tuple[str, str]] | None = None,
+                      frames: tuple[pl.DataFrame, pl.DataFrame] | None = None) -> dict[str, Path]:
     """comparisons.md (both tables), comparisons.csv (per cell) and comparison_seeds.csv
-    (per seed) under ``out_dir``; pairs default to ``default_pairs(variants)``."""
+    (per seed) under ``out_dir``; pairs default to ``default_pairs(variants)``; `frames`:
+    `comparison_frames` already computed."""
     out = Path(out_dir)
-    numbers, seed_rows = _comparison_frames(rows, variants, seeds, pairs)
+    numbers, seed_rows = frames or comparison_frames(rows, variants, seeds, pairs)
     cells, per_seed = comparison_display(numbers, seed_rows)
     paths = {name: out / name for name in ("comparisons.md", "comparisons.csv", "comparison_seeds.csv")}
     paths["comparisons.md"].write_text(

@@ -14,11 +14,11 @@ from typing import Literal, Union, get_args, get_origin, get_type_hints
 from cloce.config import ConfigError, TrainConfig
 from cloce.variants import VARIANTS
 from study.config import (
-    CONTRASTIVE_VARIANTS, DEFAULT_SPACES, LOG_UNIFORM, MARGIN_BOUNDS, SET_BY_STUDY, ResourcesConfig, SearchConfig, SearchSpace, StudyConfig,
-    StudyConfigError,
+    CONTRASTIVE_VARIANTS, DEFAULT_SPACES, LOG_UNIFORM, MARGIN_BOUNDS, REPO_ROOT, SET_BY_STUDY, ResourcesConfig,
+    SearchConfig, SearchSpace, StudyConfig, StudyConfigError,
 )
 
-EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
+EXPERIMENTS_DIR = REPO_ROOT / "experiments"
 
 _REQUIRED = object()
 _STUDY_KEYS = {
@@ -27,10 +27,9 @@ _STUDY_KEYS = {
     "variants": (tuple[str, ...], _REQUIRED), "ks": (tuple[int, ...], _REQUIRED),
     "seeds": (tuple[int, ...], _REQUIRED), "requires_data_dir": (bool, False),
 }
-_SEARCH_KEYS = {
-    "num_samples": (int, _REQUIRED), "search_seed": (int, 1), "max_concurrent_trials": (int, 0),
-    "asha": (bool, False), "grace_period": (int, 1), "enabled": (bool, True),
-}
+# The dataclasses' own defaults; the file may leave out search_seed (1), which the dataclass wants.
+_SEARCH_KEYS = {name: (hint, getattr(SearchConfig, name, _REQUIRED)) for name, hint in get_type_hints(SearchConfig).items()}
+_SEARCH_KEYS["search_seed"] = (int, 1)
 _RESOURCES_KEYS = {name: (hint, getattr(ResourcesConfig, name)) for name, hint in get_type_hints(ResourcesConfig).items()}
 _TRAIN_HINTS = {name: hint for name, hint in get_type_hints(TrainConfig).items() if name not in SET_BY_STUDY}
 _SECTIONS = ("study", "train", "search", "resources", "spaces")

@@ -12,7 +12,7 @@ from study.config import StudyConfig
 from study.trial import TrialContext
 
 
-# Every trial keeps its last epoch's checkpoint (weights + optimiser state, ~0.3 GB for MiniLM):
+# Every trial keeps its last epoch's checkpoint (weights + optimiser state, 260 MiB for MiniLM):
 # a disk that cannot hold a few of them fails now, not at the first checkpoint hours in.
 MIN_FREE_BYTES = 1 << 30
 
@@ -163,10 +163,13 @@ def attach_results(study: StudyConfig, finals: list[dict], study_dir: Path, uri:
     """Tables (markdown + CSV, and the few-shot table as an MLflow table), plots, chosen configs
     and the sampled K-shot ids on the parent run; per-seed and per-cell test F1 as its metrics."""
     from study.plots import plot_f1_vs_k, plot_learning_curves
+    from study.comparisons import comparison_display, comparison_frames
     from study.tables import fewshot_table, write_tables
 
     out = study_dir / "tables"
-    paths = list(write_tables(finals, study.variants, study.ks, study.seeds, out).values())
+    # Variant vs reference: paired t over seeds, bootstrap over sentences (comparisons.md).
+    comparisons = comparison_frames(finals, study.variants, study.seeds)
+    paths = list(write_tables(finals, study.variants, study.ks, study.seeds, out, comparisons).values())
     paths.append(plot_learning_curves(finals, out / "learning_curves.png", study.variants))
     paths.append(plot_f1_vs_k(finals, out / "f1_vs_k.png", study.variants))
     (out / "final_trials.json").write_text(json.dumps(finals, indent=1, default=str))
@@ -176,16 +179,16 @@ def attach_results(study: StudyConfig, finals: list[dict], study_dir: Path, uri:
     # The few-shot table as an MLflow table (results/fewshot_table.json, `MlflowClient.load_table`).
     table = fewshot_table(finals, study.variants, study.ks, study.seeds)
     tracking.log_table(uri, parent_id, table.to_dict(as_series=False), "results/fewshot_table.json")
-    from study.comparisons import comparison_table  # variant vs reference: paired t, bootstrap (comparisons.md)
-    tracking.log_table(uri, parent_id, comparison_table(finals, study.variants, study.seeds).to_dict(as_series=False),
+    tracking.log_table(uri, parent_id, comparison_display(*comparisons)[0].to_dict(as_series=False),
                        "results/comparisons.json")
     summary = {f"{r['variant']}_K{r['k']}_seed{r['seed']}_test_micro_f1": r["test_micro_f1"] for r in finals if r["test_micro_f1"] is not None}
     summary |= cell_metrics(finals, study.variants, study.seeds)
     tracking.log_metrics(uri, parent_id, summary)
 
 
-CELL_STATS = {"test_micro_f1_mean": "test_micro_f1_mean", "test_micro_f1_std": "test_micro_f1_std",
-              "test_macro_f1_mean": "test_macro_f1_mean", "test_macro_f1_std": "test_macro_f1_std", "seeds": "n"}
+# Parent-run metric name -> fewshot_numbers column.
+CELL_STATS = {name: name for name in ("test_micro_f1_mean", "test_micro_f1_std", "test_macro_f1_mean",
+                                      "test_macro_f1_std")} | {"seeds": "n"}
 
 
 def cell_metrics(finals: list[dict], variants, seeds) -> dict[str, float]:

@@ -114,7 +114,7 @@ def run_cell(context: TrialContext, tune_dir: str, param_space: dict, tune_confi
                 callbacks=list(callbacks),
                 failure_config=tune.FailureConfig(max_failures=max_failures),
                 # Only the latest checkpoint is ever resumed from. Keeping every epoch's (weights +
-                # optimiser state, ~0.4 GB for MiniLM) filled a 252 GB disk after ~30 trials.
+                # optimiser state, 260 MiB for MiniLM: benchmarks/readings.md, 5/5c) filled a 252 GB disk after ~30 trials.
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             ),
         )

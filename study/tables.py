@@ -273,8 +273,9 @@ def to_markdown(df: pl.DataFrame) -> str:
 
 
 def write_tables(rows: Sequence[Row], variants: Sequence[str], ks: Sequence[int],
-                 seeds: Sequence[int], out_dir: str | Path) -> dict[str, Path]:
-    """Write every table under ``out_dir``; returns {file name: path}."""
+                 seeds: Sequence[int], out_dir: str | Path, comparisons=None) -> dict[str, Path]:
+    """Write every table under ``out_dir``; returns {file name: path}. `comparisons`: the
+    study's `comparison_frames`, when the caller needs them too (the bootstrap runs once)."""
     from study.comparisons import write_comparisons
 
     out = Path(out_dir)
@@ -289,5 +290,5 @@ def write_tables(rows: Sequence[Row], variants: Sequence[str], ks: Sequence[int]
     paths["best_epochs.md"].write_text(to_markdown(best_epochs_display(rows, variants)), encoding="utf-8")
     best_epochs(rows, variants).write_csv(paths["best_epochs.csv"])
     trial_frame(rows).write_csv(paths["trials.csv"])
-    paths |= write_comparisons(rows, variants, seeds, out)  # paired t over seeds, bootstrap over sentences
+    paths |= write_comparisons(rows, variants, seeds, out, frames=comparisons)  # paired t over seeds, bootstrap over sentences
     return paths

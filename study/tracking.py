@@ -221,15 +221,21 @@ def logged_steps(uri: str, run_id: str, key: str) -> set[int]:
     return {m.step for m in client(uri).get_metric_history(run_id, key)}
 
 
-def log_epoch_metrics(uri: str, run_id: str, metrics: dict[str, Any], step: int, key: str = "val_micro_f1") -> bool:
+def log_epoch_metrics(uri: str, run_id: str, metrics: dict[str, Any], step: int, key: str = "val_micro_f1",
+                      logged: set[int] | None = None) -> bool:
     """An epoch's metrics, once per run: an attempt that restarts from an earlier checkpoint
     (or from none: a lost node, a checkpoint interval) trains some epochs again, and their
     metrics are not logged a second time (MLflow would keep both points). Returns whether it logged.
-    The points carry the time they were measured, however long the server took to answer."""
+    The points carry the time they were measured, however long the server took to answer.
+    `logged`: the run's steps of `key` as the caller knows them (an attempt reads them once,
+    `logged_steps`, and this adds each step it logs); None: read them now."""
     measured = int(time.time() * 1000)
-    if key in metrics and step in logged_steps(uri, run_id, key):
+    if logged is None:
+        logged = logged_steps(uri, run_id, key) if key in metrics else set()
+    if key in metrics and step in logged:
         return False
     log_metrics(uri, run_id, metrics, step=step, timestamp_ms=measured)
+    logged.add(step)
     return True
 
 
@@ -240,9 +246,9 @@ def _log_batch(uri: str, run_id: str, batch: list) -> None:
 
 @retrying
 def set_tags(uri: str, run_id: str, tags: dict[str, Any]) -> None:
-    mlflow_client = client(uri)
-    for key, value in tags.items():
-        mlflow_client.set_tag(run_id, key, str(value)[:5000])
+    from mlflow.entities import RunTag
+
+    client(uri).log_batch(run_id, tags=[RunTag(key, str(value)[:5000]) for key, value in tags.items()])
 
 
 @retrying

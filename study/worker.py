@@ -64,6 +64,7 @@ class RayEpochReporter:
         self.tracking_uri = tracking_uri
         self.run_id = run_id
         self.best = best_so_far
+        self.logged_steps: set[int] | None = None  # the run's logged epochs, read at this attempt's first epoch
 
     def on_epoch_end(self, record, pipeline, is_best, snapshot) -> None:
         import ray.train
@@ -78,7 +79,10 @@ class RayEpochReporter:
         if self.run_id:
             with phases.phase("tracking"):
                 # Once per epoch: an epoch trained again after a restart is not logged twice.
-                tracking.log_epoch_metrics(self.tracking_uri, self.run_id, metrics, step=record.epoch)
+                if self.logged_steps is None:  # read once per attempt; epochs only go up within it
+                    self.logged_steps = tracking.logged_steps(self.tracking_uri, self.run_id, "val_micro_f1")
+                tracking.log_epoch_metrics(self.tracking_uri, self.run_id, metrics, step=record.epoch,
+                                           logged=self.logged_steps)
         if self.schedule is not None and not self.schedule.due(record.epoch, record.seconds):
             self.reports.report(metrics)  # the last checkpoint stays the one to resume from
             return
@@ -129,9 +133,6 @@ def train_loop_per_worker(loop_config: dict) -> dict:
         with checkpoint.as_directory() as directory:
             resume = load_train_state(directory)
     best_so_far = max((r["val_micro_f1"] for r in resume.history), default=0.0) if resume else 0.0
-    if runtime.rank == 0 and loop_config.get("run_id"):
-        with phases.phase("tracking"):
-            tag_placement(loop_config["tracking_uri"], loop_config["run_id"], device, len(resume.history) if resume else 0)
     every_s = float(loop_config.get("checkpoint_every_s") or 0.0)
     schedule = CheckpointSchedule(every_s, train_config.epochs) if every_s > 0 else None
     reporter = RayEpochReporter(reports, runtime.rank, loop_config.get("tracking_uri"), loop_config.get("run_id"),
@@ -141,7 +142,8 @@ def train_loop_per_worker(loop_config: dict) -> dict:
     numbers_setup = {"bf16_active": int(bf16_active(device, train_config.bf16)), "world_size": runtime.world_size}
     if runtime.rank == 0 and loop_config.get("run_id"):
         with phases.phase("tracking"):
-            tracking.set_tags(loop_config["tracking_uri"], loop_config["run_id"], numbers_setup)
+            tag_placement(loop_config["tracking_uri"], loop_config["run_id"], device,
+                          len(resume.history) if resume else 0, numbers_setup)
 
     try:
         with phases.phase("train"):  # the loop itself; its checkpoints and tracking are phases of their own
@@ -183,8 +185,8 @@ def train_loop_per_worker(loop_config: dict) -> dict:
     return summary
 
 
-def tag_placement(uri: str, run_id: str, device, from_epoch: int) -> None:
-    """Where this attempt of the trial trains: `node` (the node's `cloce-node` label, else its
+def tag_placement(uri: str, run_id: str, device, from_epoch: int, extra: dict | None = None) -> None:
+    """Where this attempt of the trial trains (and `extra` tags), in one request: `node` (the node's `cloce-node` label, else its
     host name), `node_id` (Ray's), `node_ip`, `device`; `placements` keeps every attempt
     (`node:from_epoch`, comma separated), so a trial moved by a lost node shows both."""
     import socket
@@ -199,7 +201,7 @@ def tag_placement(uri: str, run_id: str, device, from_epoch: int) -> None:
     tracking.set_tags(uri, run_id, {
         "node": node, "node_id": context.get_node_id(), "node_ip": ray.util.get_node_ip_address(),
         "device": str(device), "placements": ",".join(placements), "resumed_from_epoch": from_epoch,
-    })
+    } | (extra or {}))
 
 
 def report_failure(reports: RayReports, rank: int, reason: str) -> dict:

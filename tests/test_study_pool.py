@@ -92,16 +92,22 @@ def test_cells_run_at_once_and_a_dependent_cell_waits_for_its_sources_search_onl
 
 def test_a_cell_whose_source_failed_fails_instead_of_waiting_forever():
     runner = CellRunner([("prompt_ki", 8), ("cloce_s", 8)], in_parallel=True)
+    waited = []
 
     def work(cell):
         if cell[0] == "prompt_ki":
             raise RuntimeError("every search trial failed")
-        with pytest.raises(RuntimeError, match="did not finish its search"):
-            runner.wait_for(("prompt_ki", 8))
+        try:
+            waited.append(runner.wait_for(("prompt_ki", 8)))
+        except RuntimeError as err:
+            waited.append(err)
         return [{"cell": cell}]
 
     with pytest.raises(RuntimeError, match="every search trial failed"):
         runner.run(work)
+    # Seen here, not inside the pool's thread, where a failed check would go unnoticed.
+    assert len(waited) == 1 and isinstance(waited[0], RuntimeError)
+    assert "did not finish its search" in str(waited[0])
 
 
 def test_one_cell_after_another_when_asked():
