@@ -14,7 +14,9 @@ trains every seed of `study.seeds` with the chosen values.
                         max_running_trials (the whole study; 0: what the cluster holds), cells_in_parallel,
                         checkpoint_every_s
     [spaces.<variant>]  lr, cl_lr = [low, high] (log-uniform), margin = [low, high] (uniform);
-                        a key left out keeps DEFAULT_SPACES' range, `[]` fixes it (not searched);
+                        a key left out keeps DEFAULT_SPACES' range, `[]` fixes it at [train]'s
+                        value, a number fixes it at that number (not searched; a cell with
+                        nothing left to search runs its seeds only);
                         lr = "<variant>" takes the lr that variant's search chose at the same K
                         (listed earlier in study.variants): cloce_s/cloce_d on prompt_ki's lr
                         spend their search on what the contrastive step adds
@@ -58,9 +60,11 @@ class StudyConfigError(ValueError):
 
 @dataclass(frozen=True)
 class SearchSpace:
-    lr: tuple[float, float]  # classification lr, log-uniform
-    cl_lr: tuple[float, float] | None = None  # contrastive lr, log-uniform (cloce_s / cloce_d)
-    margin: tuple[float, float] | None = None  # uniform (cloce_s / cloce_d)
+    """Each parameter: a (low, high) range to search, one number (fixed, not searched: e.g.
+    the lr an earlier study chose on val), or None (not searched: [train]'s value)."""
+    lr: tuple[float, float] | float  # classification lr, log-uniform
+    cl_lr: tuple[float, float] | float | None = None  # contrastive lr, log-uniform (cloce_s / cloce_d)
+    margin: tuple[float, float] | float | None = None  # uniform (cloce_s / cloce_d)
     # Not searched: the lr chosen for this variant's cell at the same K (study.stages.run_search).
     lr_from: str | None = None
 
@@ -115,11 +119,28 @@ class StudyConfig:
             raise ValueError(f"unknown variant {variant!r}; allowed: {', '.join(VARIANTS)}")
         return self.spaces.get(variant, DEFAULT_SPACES[variant])
 
+    def searched(self, variant: str) -> dict[str, tuple[float, float]]:
+        """The parameters the variant's search draws, with their ranges (none: no search runs)."""
+        space = asdict(self.search_space(variant))
+        space.pop("lr_from")
+        if space.get("lr") is not None and self.search_space(variant).lr_from:
+            space.pop("lr")  # taken from another cell
+        return {name: span for name, span in space.items() if isinstance(span, tuple)}
+
+    def fixed_hyperparams(self, variant: str) -> dict[str, float]:
+        """The parameters the space fixes to one number."""
+        space = asdict(self.search_space(variant))
+        return {name: span for name, span in space.items() if isinstance(span, float)}
+
     def default_hyperparams(self, variant: str) -> dict[str, float]:
-        """Values of the searched parameters when there is no search: [train]'s, else the midpoint."""
+        """Values of the searched parameters when there is no search: fixed ones as given, the
+        others [train]'s, else the midpoint."""
         values = {}
         for name, span in asdict(self.search_space(variant)).items():
             if span is None or name == "lr_from":
+                continue
+            if isinstance(span, float):
+                values[name] = span
                 continue
             low, high = span
             midpoint = math.sqrt(low * high) if name in LOG_UNIFORM else (low + high) / 2

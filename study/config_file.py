@@ -141,9 +141,10 @@ def _build(raw: dict, problems: list[str]) -> StudyConfig | None:
     if trial is not None and trial.trainable_margin:
         used = {v: DEFAULT_SPACES[v] for v in study.get("variants", ()) if v in VARIANTS} | spaces
         for variant, space in used.items():
-            if space.margin and not trial.margin_low < space.margin[0] < space.margin[1] < trial.margin_high:
+            span = (space.margin, space.margin) if isinstance(space.margin, float) else space.margin
+            if span and not trial.margin_low < span[0] <= span[1] < trial.margin_high:
                 problems.append(f"spaces.{variant}.margin: with train.trainable_margin the range must lie inside "
-                                f"(margin_low, margin_high) = ({trial.margin_low}, {trial.margin_high}), got {list(space.margin)}")
+                                f"(margin_low, margin_high) = ({trial.margin_low}, {trial.margin_high}), got {space.margin}")
     if problems:
         return None
     config = StudyConfig(
@@ -212,6 +213,9 @@ def _read_spaces(raw: dict, problems: list[str]) -> dict[str, SearchSpace]:
                     problems.append(f"{key}: {span!r} is not another variant; a variant name (its chosen lr) "
                                     f"or a [low, high] range")
                 values["lr_from"] = span
+            elif isinstance(span, (int, float)) and not isinstance(span, bool):
+                values[name] = float(span)  # fixed: not searched
+                _check_fixed(key, name, values[name], problems)
             else:
                 values[name] = _typed(key, span, tuple[float, float], problems)
                 if values[name] is not _BAD:
@@ -227,6 +231,13 @@ def _check_range(key: str, name: str, span: tuple[float, float], problems: list[
         problems.append(f"{key}: a log-uniform range needs 0 < low < high, got {list(span)}")
     elif name == "margin" and not MARGIN_BOUNDS[0] <= low < high <= MARGIN_BOUNDS[1]:
         problems.append(f"{key}: needs {MARGIN_BOUNDS[0]} <= low < high <= {MARGIN_BOUNDS[1]}, got {list(span)}")
+
+
+def _check_fixed(key: str, name: str, value: float, problems: list[str]) -> None:
+    if name in LOG_UNIFORM and not 0 < value < math.inf:
+        problems.append(f"{key}: a fixed {name} must be > 0, got {value}")
+    elif name == "margin" and not MARGIN_BOUNDS[0] <= value <= MARGIN_BOUNDS[1]:
+        problems.append(f"{key}: needs {MARGIN_BOUNDS[0]} <= margin <= {MARGIN_BOUNDS[1]}, got {value}")
 
 
 def _check_list(table: dict, key: str, name: str, ok, allowed: str) -> list[str]:

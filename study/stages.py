@@ -22,7 +22,7 @@ from pathlib import Path
 
 from study import tracking
 from study.cleanup import discard_finished_checkpoints
-from study.config import CONTRASTIVE_VARIANTS, StudyConfig
+from study.config import CONTRASTIVE_VARIANTS, LOG_UNIFORM, StudyConfig
 from study.ledger import LedgerWriter, TrialLedger
 from study.pool import CellLimiter, CellRunner, SeedList, register_slots
 from study.trial import TrialContext, run_trial, trial_record
@@ -37,12 +37,10 @@ def cell_name(stage: str, variant: str, k: int) -> str:
 def search_space(study: StudyConfig, variant: str) -> dict:
     from ray import tune
 
-    space = study.search_space(variant)
-    params = {"seed": study.search.search_seed, "lr": tune.loguniform(*space.lr)}
-    if variant in CONTRASTIVE_VARIANTS and space.cl_lr:
-        params["cl_lr"] = tune.loguniform(*space.cl_lr)
-    if variant in CONTRASTIVE_VARIANTS and space.margin:
-        params["margin"] = tune.uniform(*space.margin)
+    params = {"seed": study.search.search_seed} | study.fixed_hyperparams(variant)
+    for name, span in study.searched(variant).items():
+        if name == "lr" or variant in CONTRASTIVE_VARIANTS:
+            params[name] = tune.loguniform(*span) if name in LOG_UNIFORM else tune.uniform(*span)
     return params
 
 
@@ -161,9 +159,9 @@ def run_search(study: StudyConfig, context: TrialContext, tune_dir: str, resume:
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
 
-    if not study.search.enabled:
-        return study.default_hyperparams(context.variant), []
     fixed = fixed or {}
+    if not study.search.enabled or not study.searched(context.variant):  # nothing to search: seeds only
+        return study.default_hyperparams(context.variant) | fixed, []
     fingerprint = study.cell_fingerprint(context.variant, context.k)
     done = ledger.of("search", context.variant, context.k, fingerprint) if ledger else []
     # Searched under another inherited value (the source cell chose again): not this search's.

@@ -109,6 +109,29 @@ def test_empty_range_fixes_a_parameter(tmp_path):
     assert "margin" not in config.default_hyperparams("cloce_s")
 
 
+def test_a_number_fixes_a_parameter_and_a_cell_with_nothing_to_search_has_no_search(tmp_path):
+    text = MINIMAL + "\n[spaces.prompt]\nlr = 1.5e-4\n\n[spaces.cloce_s]\nlr = 2e-4\nmargin = 0.3\n"
+    config = load_study_config(write(tmp_path, text))
+    assert config.searched("prompt") == {}
+    assert config.default_hyperparams("prompt") == {"lr": 1.5e-4}
+    assert config.searched("cloce_s") == {"cl_lr": (1e-6, 1e-4)}
+    assert config.fixed_hyperparams("cloce_s") == {"lr": 2e-4, "margin": 0.3}
+    plain = load_study_config(write(tmp_path, MINIMAL))
+    assert plain.searched("cloce_s") == {"lr": (1e-5, 5e-4), "cl_lr": (1e-6, 1e-4), "margin": (0.1, 1.0)}
+    assert config.cell_fingerprint("prompt", 8) != plain.cell_fingerprint("prompt", 8)
+
+
+@pytest.mark.parametrize("extra, expected", [
+    ("\n[spaces.prompt]\nlr = 0\n", ["spaces.prompt.lr", "a fixed lr must be > 0"]),
+    ("\n[spaces.cloce_s]\nmargin = 3.0\n", ["spaces.cloce_s.margin", "needs 0.0 <= margin <= 2.0"]),
+    ("\n[spaces.cloce_s]\nmargin = true\n", ["spaces.cloce_s.margin", "expected a [low, high] list"]),
+])
+def test_a_bad_fixed_value_is_named(tmp_path, extra, expected):
+    message = problems_of(write(tmp_path, MINIMAL + extra))
+    for part in expected:
+        assert part in message
+
+
 def test_a_variant_can_take_another_variants_chosen_lr(tmp_path):
     config = load_study_config(write(tmp_path, MINIMAL + '\n[spaces.cloce_s]\nlr = "prompt"\n'))
     assert config.search_space("cloce_s").lr_from == "prompt"

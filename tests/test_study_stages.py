@@ -27,3 +27,38 @@ def test_asha_stops_a_weaker_trial_at_its_rung():
     scheduler.on_trial_add(None, weak)
     assert feed(scheduler, strong, [(1, 0.9)]) == [TrialScheduler.CONTINUE]
     assert feed(scheduler, weak, [(1, 0.1)]) == [TrialScheduler.STOP]
+
+
+FIXED_LR = """
+[study]
+name = "fixed"
+variants = ["prompt_ki", "cloce_d"]
+ks = [8]
+seeds = [1, 2]
+
+[search]
+num_samples = 4
+
+[spaces.prompt_ki]
+lr = 1.5e-4
+
+[spaces.cloce_d]
+lr = "prompt_ki"
+margin = 0.5
+"""
+
+
+def test_a_cell_with_nothing_to_search_runs_no_search_and_its_fixed_values_reach_the_trials(tmp_path):
+    from ray.tune.search.sample import Float
+
+    from study.config import load_study_config
+    from study.stages import run_search, search_space
+
+    path = tmp_path / "fixed.toml"
+    path.write_text(FIXED_LR)
+    study = load_study_config(path)
+    context = SimpleNamespace(variant="prompt_ki", k=8)
+    # No Tuner, no ledger: the cell goes straight to its seeds with the fixed lr.
+    assert run_search(study, context, str(tmp_path), False, []) == ({"lr": 1.5e-4}, [])
+    space = search_space(study, "cloce_d") | {"lr": 1.5e-4}  # the inherited lr, as run_search adds it
+    assert space["margin"] == 0.5 and isinstance(space["cl_lr"], Float) and set(space) == {"seed", "lr", "cl_lr", "margin"}
