@@ -306,12 +306,12 @@ def contrastive_pass(model, pipeline, pairs: PairSet, optimizer, margin, kind: s
         # An error instance anchors both its positive and its negative pair: encode it once.
         anchor_of = {id(p.anchor): p.anchor for p in chunk}
         row_of = {key: row for row, key in enumerate(anchor_of)}
-        anchors = to_device(collate([(0, pipeline.template.encode(a)) for a in anchor_of.values()]), runtime.device)
-        partners = to_device(collate([(0, pipeline.template.encode(p.partner)) for p in chunk]), runtime.device)
         y = torch.tensor([p.y for p in chunk], device=runtime.device)
         rows = torch.tensor([row_of[id(p.anchor)] for p in chunk], device=runtime.device)
         with autocast(runtime.device, config.bf16):
-            s_i, s_j = model(anchors, output=output)[rows], model(partners, output=output)
+            states = encode_by_length(model, pipeline, [*anchor_of.values(), *(p.partner for p in chunk)], output,
+                                      collate, runtime.device, config.batch_size)
+        s_i, s_j = states[: len(anchor_of)][rows], states[len(anchor_of) :]
         mean = contrastive_margin_loss(s_i.float(), s_j.float(), y, margin() if margin else config.margin)
         check_finite(mean, "contrastive")
         loss = weight * mean
@@ -327,6 +327,21 @@ def contrastive_pass(model, pipeline, pairs: PairSet, optimizer, margin, kind: s
             count += len(chunk)
     totals = runtime.gather((total, count))
     return sum(t for t, _ in totals) / max(1, sum(c for _, c in totals))
+
+
+def encode_by_length(model, pipeline, instances: list[TokenizedInstance], output: str, collate, device,
+                     chunk_size: int) -> torch.Tensor:
+    """The model's `output` for each instance, in their order, encoded in length-sorted chunks:
+    one batch of all a step's anchors and partners would pad ~30 sentences to the longest
+    (benchmarks/RESULTS.md, 2). The chunks share one autograd graph, so a single backward
+    gives the same gradient."""
+    encoded = [pipeline.template.encode(x) for x in instances]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
+    parts = [model(to_device(collate([(0, encoded[i]) for i in order[start : start + chunk_size]]), device), output=output)
+             for start in range(0, len(order), chunk_size)]
+    position = torch.empty(len(order), dtype=torch.long)
+    position[torch.tensor(order)] = torch.arange(len(order))
+    return torch.cat(parts)[position.to(device)]
 
 
 @torch.inference_mode()

@@ -380,3 +380,32 @@ def test_the_result_carries_each_test_sentences_gold_and_prediction(tiny_bert_co
     summary = run_summary(result)  # directed labels: the test's direction report is in the summary
     assert summary["test_wrong_direction_rate"] == result.test.direction.wrong_direction_rate
     assert 0.0 <= summary["test_undirected_accuracy"] <= 1.0
+
+
+def test_length_sorted_chunks_encode_each_instance_as_one_padded_batch_does(tiny_bert_config):
+    """The contrastive step encodes its sentences in length-sorted chunks (less padding): each
+    instance's state, and the gradient of one backward over them, match one padded batch."""
+    from cloce.encoding import Collator
+    from cloce.pipeline import build_pipeline, type_vocabulary
+    from cloce.train import encode_by_length, to_device
+    from cloce.variants import get_variant
+
+    data = tiny_dataset()
+    torch.manual_seed(0)
+    pipeline = build_pipeline(get_variant("cloce_d"), LABELS, type_vocabulary(data.train), None, 64,
+                              backbone_config=tiny_bert_config)
+    model = pipeline.model.eval()  # no dropout: the two layouts must agree to float tolerance
+    instances = list(pipeline.tokenize(data.train))
+    assert len({len(pipeline.template.encode(x).input_ids) for x in instances}) > 1  # padding differs
+    collate = Collator(pipeline.tokenizer.pad_token_id)
+
+    def gradient(states):
+        model.zero_grad()
+        (states * torch.arange(1, states.numel() + 1).view_as(states)).sum().backward()
+        return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+    chunked = encode_by_length(model, pipeline, instances, "mask_vector", collate, torch.device("cpu"), chunk_size=2)
+    one_batch = model(to_device(collate([(0, pipeline.template.encode(x)) for x in instances]), torch.device("cpu")),
+                      output="mask_vector")
+    torch.testing.assert_close(chunked, one_batch, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(gradient(chunked), gradient(one_batch), rtol=1e-4, atol=1e-5)
