@@ -50,6 +50,8 @@ def save_checkpoint(pipeline: RelationPipeline, directory: str | Path, extra: di
         "max_seq_len": _max_seq_len(pipeline),
         "head_pretrained": pipeline.head_pretrained,
         "sentence_markers": bool(getattr(pipeline.template, "sentence_markers", False)),
+        "template": getattr(pipeline.template, "wording", "relation_of"),
+        "label_init": pipeline.vocab.label_init if pipeline.vocab else "name",
         "extra": extra or {},
     }
     (directory / CONFIG).write_text(json.dumps(meta, indent=2))
@@ -79,7 +81,9 @@ def load_checkpoint(directory: str | Path) -> RelationPipeline:
     tokenizer = load_word_tokenizer(str(directory / TOKENIZER_DIR))
     pipeline = build_pipeline(
         variant, label_map, type_names, meta.get("model_name"), max_seq_len, backbone_config=config, tokenizer=tokenizer,
+        # Absent from checkpoints saved before these options: the defaults they were trained with.
         sentence_markers=bool(meta.get("sentence_markers", False)),
+        template=meta.get("template", "relation_of"), label_init=meta.get("label_init", "name"),
     )
     pipeline.head_pretrained = bool(meta.get("head_pretrained", False))
     try:

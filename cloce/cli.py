@@ -43,10 +43,16 @@ TRAIN_HELP = {
                        "'identity' (the [MASK] state as the encoder made it) or 'random'",
     "sentence_markers": "prompt variants: mark the entities in the sentence too (@ head @ ... # tail #), "
                         "as the fine-tuning input does; not the paper's template",
+    "label_init": "prompt variants: how a soft label starts: 'name' (its readable name, e.g. 'cause effect' for both "
+                  "directions) or 'role' (the head's role word: 'cause' for Cause-Effect(e1,e2), 'effect' for (e2,e1))",
+    "template": "prompt variants: 'relation_of' (the relation of [T_h] head and [T_t] tail is [MASK], the paper's) or "
+                "'role_of' ([T_h] head is the [MASK] of [T_t] tail: the head's role, as --label-init role names it)",
     "mlm_adapt_steps": "masked-LM adaptation of the backbone on the unlabelled train sentences before "
                        "prompt-tuning, in steps (prompt variants only; 0 = off); cached and shared by every run",
     "mlm_adapt_lr": "learning rate of the masked-LM adaptation",
     "mlm_adapt_batch_size": "sentences per masked-LM adaptation step",
+    "mlm_adapt_head_only": "masked-LM adaptation of the MLM head only, the encoder frozen (cached apart from "
+                           "the full adaptation)",
     "cache_dir": "where adapted backbones are cached (default: $CLOCE_CACHE_DIR, else ~/.cache/cloce)",
     "device": "'auto' (cuda when present), 'cpu', 'cuda', 'cuda:1'...",
     "bf16": "bf16 autocast where the device computes bf16 natively (GPUs with bf16, CPUs with AVX512-BF16 or "
@@ -64,6 +70,7 @@ ADAPT_HELP = {
     "weight_decay": "AdamW weight decay (not on biases, LayerNorm or embeddings)",
     "warmup_ratio": "fraction of steps with linear learning-rate warm-up",
     "grad_clip": "gradient-norm clip",
+    "head_only": "train the MLM head only, the encoder frozen (cached apart from the full adaptation)",
 }
 
 
@@ -108,7 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     adapt.add_argument("--format", choices=("auto", "tacred", "opennre"), default="auto")
     adapt.add_argument("--model", help="Hugging Face model id or local path (default: the bundled all-MiniLM-L6-v2)")
     for field in dataclasses.fields(MlmAdaptConfig):
-        adapt.add_argument("--" + field.name.replace("_", "-"), type=type(field.default), default=field.default,
+        # argparse's type=bool would read "--head-only False" as True: a bool is a switch.
+        is_switch = type(field.default) is bool
+        kind = {"action": argparse.BooleanOptionalAction} if is_switch else {"type": type(field.default)}
+        adapt.add_argument("--" + field.name.replace("_", "-"), **kind, default=field.default,
                            help=f"{ADAPT_HELP[field.name]} (default: {field.default})")
     adapt.add_argument("--cache-dir", help=TRAIN_HELP["cache_dir"])
     adapt.add_argument("--device", default="auto")

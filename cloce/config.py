@@ -61,9 +61,21 @@ class TrainConfig:
     # Prompt variants: `@ head @ ... # tail #` in the sentence as well, as the fine-tuning input
     # has them. Not the paper's template, so off by default; see README for what it gave.
     sentence_markers: bool = False
+    # SemEval's prompt variants often get the relation right and its direction wrong. Both
+    # options below are opt-in (prompt variants only; finetune reads neither, as it reads no
+    # soft label or template). "role": a directed label X-Y(e1,e2) starts from the head's role
+    # word X, X-Y(e2,e1) from Y, instead of the name both directions share, so the two do not
+    # start equal (cloce/vocab.py: role_label_name).
+    label_init: Literal["name", "role"] = "name"
+    # "role_of": `[T_h] head is the [MASK] of [T_t] tail`, asking for the head's role, which
+    # label_init="role" names (cloce/prompt.py).
+    template: Literal["relation_of", "role_of"] = "relation_of"
     mlm_adapt_steps: int = 0
     mlm_adapt_lr: float = 5e-5
     mlm_adapt_batch_size: int = 32
+    # Adapt the MLM head only, the encoder frozen: the prompt-tuning then starts from the
+    # pre-trained encoder with a head fitted to it. Cached apart from the full adaptation.
+    mlm_adapt_head_only: bool = False
     cache_dir: str | None = None  # adapted backbones; None: $CLOCE_CACHE_DIR, else ~/.cache/cloce
     # Runtime.
     device: str = "auto"  # auto: cuda when present, else cpu
@@ -98,6 +110,12 @@ class TrainConfig:
             yield f"warmup_ratio: must be in [0, 1), got {self.warmup_ratio}"
         if self.fresh_head_init not in ("identity", "random"):
             yield f"fresh_head_init: must be 'identity' or 'random', got {self.fresh_head_init!r}"
+        if self.label_init not in ("name", "role"):
+            yield f"label_init: must be 'name' or 'role', got {self.label_init!r}"
+        if self.template not in ("relation_of", "role_of"):
+            yield f"template: must be 'relation_of' or 'role_of', got {self.template!r}"
+        if self.mlm_adapt_head_only and not self.mlm_adapt_steps:
+            yield "mlm_adapt_head_only: adapts nothing without mlm_adapt_steps > 0; set both or neither"
         if self.cl_vector not in ("mask", "mean"):
             yield f"cl_vector: must be 'mask' or 'mean', got {self.cl_vector!r}"
         if self.test_sample is not None and self.test_sample < 1:
@@ -123,7 +141,8 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class MlmAdaptConfig:
-    """The masked-LM adaptation of cloce/mlm_adapt.py (TrainConfig.mlm_adapt_* set the first three)."""
+    """The masked-LM adaptation of cloce/mlm_adapt.py (TrainConfig.mlm_adapt_* set steps, lr,
+    batch_size and head_only)."""
 
     steps: int = 300  # optimiser steps; the sentences are reshuffled after each pass over them
     lr: float = 5e-5
@@ -134,6 +153,7 @@ class MlmAdaptConfig:
     weight_decay: float = 0.01
     warmup_ratio: float = 0.06
     grad_clip: float = 1.0
+    head_only: bool = False  # train the MLM head only; the encoder stays as it was
 
     def __post_init__(self) -> None:
         problems = [f"{name}: must be >= 1, got {getattr(self, name)}"

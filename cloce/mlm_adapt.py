@@ -9,6 +9,9 @@ The result is an ordinary Hugging Face checkpoint directory. Its name hashes eve
 depends on (backbone, sentences, config), so every trial and seed with the same settings
 shares one adaptation; it is written to a temporary directory and renamed when complete,
 so a killed run never leaves a half-written cache behind.
+
+With `head_only`, the encoder is frozen and run without gradients: only the head's own
+parameters (its transform and output bias, not the decoder tied to the word embeddings) train.
 """
 from __future__ import annotations
 
@@ -63,7 +66,10 @@ def adapted_dir(backbone: str, digest: str, config: MlmAdaptConfig, cache_dir: P
     # A local checkpoint is known by its absolute path, a hub model by its id (not by its
     # weights: hashing them would cost more than a cached adaptation saves on small runs).
     source = str(Path(backbone).resolve()) if Path(backbone).exists() else backbone
-    key = json.dumps({"format": CACHE_FORMAT, "backbone": source, "sentences": digest, "config": asdict(config)},
+    settings = asdict(config)
+    if not config.head_only:  # added later: left out at its neutral value, so older caches still count
+        del settings["head_only"]
+    key = json.dumps({"format": CACHE_FORMAT, "backbone": source, "sentences": digest, "config": settings},
                      sort_keys=True)
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(source).name)[:40] or "backbone"
     return cache_dir / "mlm_adapt" / f"{slug}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
@@ -119,6 +125,8 @@ def train_masked_lm(backbone: str, sentences: Sequence[Sequence[str]], config: M
         # Random, as measured in experiments/results/mlm_adapt_probe.jsonl (and the cache holds).
         loaded = load_masked_lm(backbone, fresh_head_init="random")
         model = loaded.model.to(device)
+        if config.head_only:
+            freeze_all_but_head(model, loaded.head_name)
         examples = tokenize_sentences(tokenizer, sentences, config.max_length)
         collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=config.mask_probability,
                                                    seed=config.seed)
@@ -135,7 +143,7 @@ def train_masked_lm(backbone: str, sentences: Sequence[Sequence[str]], config: M
         lengths = [len(e["input_ids"]) for e in examples]
         for picked in _batches(lengths, config.batch_size, config.steps, order):
             batch = {k: v.to(device) for k, v in collator([examples[i] for i in picked]).items()}
-            loss = masked_lm_loss(model, loaded.head_name, batch)
+            loss = masked_lm_loss(model, loaded.head_name, batch, train_encoder=not config.head_only)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -191,15 +199,29 @@ def tokenize_sentences(tokenizer, sentences: Sequence[Sequence[str]], max_length
     return [{k: encoded[k][i] for k in keys} for i in range(len(sentences))]
 
 
-def masked_lm_loss(model: nn.Module, head_name: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def freeze_all_but_head(model: nn.Module, head_name: str) -> None:
+    """Only the head's own parameters train: the decoder weight tied to the word embeddings
+    belongs to the encoder and stays frozen with it."""
+    encoder = {id(p) for p in model.base_model.parameters()}
+    model.requires_grad_(False)
+    for param in model.get_submodule(head_name).parameters():
+        if id(param) not in encoder:
+            param.requires_grad_(True)
+
+
+def masked_lm_loss(model: nn.Module, head_name: str, batch: dict[str, torch.Tensor],
+                   train_encoder: bool = True) -> torch.Tensor:
     """The model's own MLM loss, with the head applied at the masked positions only: the
     vocabulary projection of the other ~85% adds nothing to the loss and would be most of
-    the compute on a small encoder."""
+    the compute on a small encoder. Without `train_encoder` the encoder keeps no graph."""
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
-    states = model.base_model(**inputs).last_hidden_state
+    with torch.set_grad_enabled(train_encoder and torch.is_grad_enabled()):
+        states = model.base_model(**inputs).last_hidden_state
     masked = batch["labels"] != -100
     if not masked.any():  # a tiny batch can draw no mask at all: a zero loss, no update
-        return states.sum() * 0.0
+        # Zero through what trains: a frozen encoder's states carry no graph.
+        anchor = states if train_encoder else model.get_submodule(head_name)(states[:0])
+        return anchor.sum() * 0.0
     logits = model.get_submodule(head_name)(states[masked])
     return F.cross_entropy(logits.float(), batch["labels"][masked])
 
@@ -208,6 +230,8 @@ def _adamw(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Opti
     """No decay on biases, LayerNorm weights or embeddings, as the classification optimiser."""
     decay, no_decay = [], []
     for name, param in model.named_parameters():
+        if not param.requires_grad:  # frozen by head_only
+            continue
         exempt = param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name or "embeddings" in name
         (no_decay if exempt else decay).append(param)
     return optim.adamw([{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr)

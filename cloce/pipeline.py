@@ -7,14 +7,14 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from cloce.backbone import embedding_rows_from_names, load_encoder, load_masked_lm, resolve_model
+from cloce.backbone import FreshHeadInit, embedding_rows_from_names, load_encoder, load_masked_lm, resolve_model
 from cloce.data.types import LabelMap, RelationInstance
 from cloce.encoding import Encoded, Template, TokenizedInstance, load_word_tokenizer, tokenize_instances
 from cloce.markers import EntityMarkerTemplate
 from cloce.model import MarkerRelationModel, PromptRelationModel
-from cloce.prompt import PromptTemplate
+from cloce.prompt import PromptTemplate, PromptWording
 from cloce.variants import Variant
-from cloce.vocab import GENERIC_TYPE, VirtualVocab
+from cloce.vocab import GENERIC_TYPE, LabelInit, VirtualVocab
 
 
 @dataclass
@@ -52,31 +52,35 @@ def build_pipeline(
     tokenizer=None,
     fresh_head_init: FreshHeadInit = "identity",
     sentence_markers: bool = False,
+    label_init: LabelInit = "name",
+    template: PromptWording = "relation_of",
 ) -> RelationPipeline:
     """Pre-trained weights by default; a `backbone_config` builds the same thing randomly
-    initialised (tests, and checkpoints that load their own weights afterwards)."""
+    initialised (tests, and checkpoints that load their own weights afterwards).
+    `fresh_head_init`, `sentence_markers`, `label_init` and `template` are the TrainConfig
+    fields of those names; the marker head (finetune) reads none of them."""
     path = resolve_model(model_name)
     tokenizer = tokenizer or load_word_tokenizer(path)
     if variant.head == "marker":
         encoder = load_encoder(path, backbone_config)
-        template = EntityMarkerTemplate(tokenizer, use_types=variant.inject_types, max_seq_len=max_seq_len)
+        markers = EntityMarkerTemplate(tokenizer, use_types=variant.inject_types, max_seq_len=max_seq_len)
         model = MarkerRelationModel(encoder, len(label_map))
-        return RelationPipeline(variant, path, tokenizer, template, model, label_map, None, head_pretrained=False)
+        return RelationPipeline(variant, path, tokenizer, markers, model, label_map, None, head_pretrained=False)
 
     loaded = load_masked_lm(path, backbone_config, fresh_head_init)
     mlm = loaded.model
     base_size = mlm.get_input_embeddings().num_embeddings
-    vocab = VirtualVocab(base_size, type_names, label_map.labels)
+    vocab = VirtualVocab(base_size, type_names, label_map.labels, label_init)
     init_rows = embedding_rows_from_names(mlm.get_input_embeddings(), tokenizer, vocab.readable_names())
     # Keep the padding multiple off: row ids must stay exactly base_size + k.
     mlm.resize_token_embeddings(vocab.size, mean_resizing=False)
     with torch.no_grad():
         mlm.get_input_embeddings().weight[base_size:] = init_rows
         _zero_new_decoder_bias(mlm, base_size)
-    template = PromptTemplate(tokenizer, vocab, use_types=variant.inject_types, max_seq_len=max_seq_len,
-                              sentence_markers=sentence_markers)
+    prompt = PromptTemplate(tokenizer, vocab, use_types=variant.inject_types, max_seq_len=max_seq_len,
+                            sentence_markers=sentence_markers, wording=template)
     model = PromptRelationModel(mlm, loaded.head_name, vocab.label_ids)
-    return RelationPipeline(variant, path, tokenizer, template, model, label_map, vocab, loaded.head_pretrained)
+    return RelationPipeline(variant, path, tokenizer, prompt, model, label_map, vocab, loaded.head_pretrained)
 
 
 def _zero_new_decoder_bias(mlm: nn.Module, base_size: int) -> None:

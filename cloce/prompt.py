@@ -1,16 +1,20 @@
 """The CLoCE cloze template, with entity types injected as virtual type tokens.
 
-    [CLS] sentence [SEP] the relation of [T_h] head and [T_t] tail is [MASK] [SEP]
+    relation_of: [CLS] sentence [SEP] the relation of [T_h] head and [T_t] tail is [MASK] [SEP]
+    role_of:     [CLS] sentence [SEP] [T_h] head is the [MASK] of [T_t] tail [SEP]
 
-With `sentence_markers`, the sentence also carries `@ head @` and `# tail #` (off by default).
-
-The paper's "the relation of [MASK]1 [MASK]2 and [MASK]3 [MASK]4 is [MASK]5": slots 1
-and 3 are the type tokens, 2 and 4 the entity mentions. Only the sentence is ever
-truncated; the prompt, with [MASK], always stays whole.
+relation_of is the paper's "the relation of [MASK]1 [MASK]2 and [MASK]3 [MASK]4 is [MASK]5":
+slots 1 and 3 are the type tokens, 2 and 4 the entity mentions. role_of (opt-in,
+TrainConfig.template) asks for the head's role instead, which names the direction of a
+SemEval relation (pairs with TrainConfig.label_init="role"). The type tokens appear only
+when the variant injects types. With `sentence_markers`, the sentence also carries
+`@ head @` and `# tail #` (off by default). Only the sentence is ever truncated; the
+prompt, with [MASK], always stays whole.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from cloce.encoding import Encoded, SpecialLayout, TokenizedInstance, Word, keep_window, text_pieces
 from cloce.markers import mark_entities
@@ -21,6 +25,15 @@ class PromptTooLongError(ValueError):
     pass
 
 
+HEAD, TAIL, MASK = "<head>", "<tail>", "<mask>"  # slots; every other part is a fixed phrase
+PromptWording = Literal["relation_of", "role_of"]
+# A new wording is one entry here; an entity slot carries its type token when types are injected.
+WORDINGS: dict[str, tuple[str, ...]] = {
+    "relation_of": ("the relation of", HEAD, "and", TAIL, "is", MASK),
+    "role_of": (HEAD, "is the", MASK, "of", TAIL),
+}
+
+
 @dataclass
 class PromptTemplate:
     tokenizer: object
@@ -29,27 +42,37 @@ class PromptTemplate:
     max_seq_len: int = 256
     # `@ head @ ... # tail #` in the sentence too (TrainConfig.sentence_markers); not the paper's.
     sentence_markers: bool = False
+    wording: PromptWording = "relation_of"  # TrainConfig.template
     _phrases: dict[str, list[int]] = field(init=False, repr=False)
     _layout: SpecialLayout = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self.wording not in WORDINGS:
+            raise ValueError(f"template: {self.wording!r} is not one of {', '.join(WORDINGS)}")
         self._layout = SpecialLayout.of(self.tokenizer)
-        self._phrases = {p: text_pieces(self.tokenizer, p) for p in ("the relation of", "and", "is")}
+        parts = WORDINGS[self.wording]
+        self._phrases = {p: text_pieces(self.tokenizer, p) for p in parts if p not in (HEAD, TAIL, MASK)}
         self._markers = (tuple(text_pieces(self.tokenizer, "@")), tuple(text_pieces(self.tokenizer, "#")))
 
-    def prompt_ids(self, instance: TokenizedInstance) -> list[int]:
-        head = [p for w in instance.head_words for p in w]
-        tail = [p for w in instance.tail_words for p in w]
-        head_type = [self.vocab.type_id(instance.head.type)] if self.use_types else []
-        tail_type = [self.vocab.type_id(instance.tail.type)] if self.use_types else []
-        return (
-            self._phrases["the relation of"] + head_type + head
-            + self._phrases["and"] + tail_type + tail
-            + self._phrases["is"] + [self.tokenizer.mask_token_id]
-        )
+    def prompt_ids(self, instance: TokenizedInstance) -> tuple[list[int], int]:
+        """The prompt's pieces, and where [MASK] is among them."""
+        slots = {HEAD: self._entity(instance.head.type, instance.head_words),
+                 TAIL: self._entity(instance.tail.type, instance.tail_words),
+                 MASK: [self.tokenizer.mask_token_id]}
+        ids: list[int] = []
+        mask_at = 0
+        for part in WORDINGS[self.wording]:
+            if part == MASK:
+                mask_at = len(ids)
+            ids += slots[part] if part in slots else self._phrases[part]
+        return ids, mask_at
+
+    def _entity(self, entity_type: str | None, words: tuple[Word, ...]) -> list[int]:
+        type_token = [self.vocab.type_id(entity_type)] if self.use_types else []
+        return type_token + [p for w in words for p in w]
 
     def encode(self, instance: TokenizedInstance) -> Encoded:
-        prompt = self.prompt_ids(instance)
+        prompt, mask_at = self.prompt_ids(instance)
         budget = self.max_seq_len - len(prompt) - self._layout.n_special
         if budget < 1:
             raise PromptTooLongError(
@@ -58,7 +81,7 @@ class PromptTemplate:
             )
         sentence = sentence_pieces(instance, budget, self._markers if self.sentence_markers else None)
         ids, types, b_start = self._layout.pair(sentence, prompt)
-        return Encoded(ids, types, (b_start + len(prompt) - 1,), instance.label)
+        return Encoded(ids, types, (b_start + mask_at,), instance.label)
 
 
 def sentence_pieces(instance: TokenizedInstance, budget: int, markers: tuple[Word, Word] | None = None) -> list[int]:

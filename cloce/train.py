@@ -114,6 +114,7 @@ def train(
         variant, dataset.label_map, types, str(adapted.path) if adapted else config.model, config.max_seq_len,
         backbone_config=None if adapted else backbone_config, fresh_head_init=config.fresh_head_init,
         sentence_markers=config.sentence_markers,
+        label_init=config.label_init, template=config.template,
     )
     train_tokens = pipeline.tokenize(train_instances)
     train_split = EncodedSplit(pipeline.encode(train_tokens))
@@ -203,6 +204,7 @@ def adapted_backbone(
     if backbone_config is not None:
         raise ValueError("mlm_adapt_steps adapts pre-trained weights; it cannot start from a backbone_config")
     settings = MlmAdaptConfig(steps=config.mlm_adapt_steps, lr=config.mlm_adapt_lr,
+                              head_only=config.mlm_adapt_head_only,
                               batch_size=config.mlm_adapt_batch_size, max_length=config.max_seq_len)
     return adapt_backbone(config.model, [i.tokens for i in dataset.train], settings, config.cache_dir, runtime.device)
 

@@ -65,7 +65,7 @@ class SearchSpace:
     lr: tuple[float, float] | float  # classification lr, log-uniform
     cl_lr: tuple[float, float] | float | None = None  # contrastive lr, log-uniform (cloce_s / cloce_d)
     margin: tuple[float, float] | float | None = None  # uniform (cloce_s / cloce_d)
-    # Not searched: the lr chosen for this variant's cell at the same K (study.stages.run_search).
+    # Not searched: the lr chosen for this variant's cell at the same K (study.stages.run_cell_stages).
     lr_from: str | None = None
 
 
@@ -160,7 +160,7 @@ class StudyConfig:
         train = self.train_config(variant, k, 0).to_dict()
         unused = ("seed", "num_threads")  # the seed is the record's own; threads change no number
         if get_variant(variant).head == "marker":  # fine-tuning reads no MLM head: adaptation is not its
-            unused += tuple(name for name in train if name.startswith("mlm_adapt")) + ("fresh_head_init", "sentence_markers")
+            unused += tuple(name for name in train if name.startswith("mlm_adapt")) + ("fresh_head_init", "sentence_markers", "label_init", "template")
         for name in unused:
             train.pop(name, None)
         for name, neutral in ADDED_TRAIN_FIELDS.items():  # at their neutral value: as before they existed
@@ -222,7 +222,7 @@ class StudyConfig:
 
 # TrainConfig fields added after results files were recorded, with the value that behaves as
 # before they existed: left out of a cell's fingerprint at that value, so those records still count.
-ADDED_TRAIN_FIELDS = {"sentence_markers": False}
+ADDED_TRAIN_FIELDS = {"sentence_markers": False, "label_init": "name", "template": "relation_of", "mlm_adapt_head_only": False}
 
 DEFAULT_SPACES: dict[str, SearchSpace] = {
     name: SearchSpace(lr=(1e-5, 5e-4), cl_lr=(1e-6, 1e-4), margin=(0.1, 1.0))

@@ -72,9 +72,10 @@ class LedgerWriter(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         result = trial.last_result or {}
-        record = trial_record(result, trial.config, self.variant, self.k, self.stage)
+        stage = trial.config.get("stage", self.stage)  # both stages of a cell share one Tuner
+        record = trial_record(result, trial.config, self.variant, self.k, stage)
         if record["status"] != "FINISHED":
-            if self.stage != "search" or result.get("best_val_micro_f1") is None or result.get("error"):
+            if stage != "search" or result.get("best_val_micro_f1") is None or result.get("error"):
                 return
             record |= {"status": "STOPPED", "val_micro_f1": result["best_val_micro_f1"]}
         self.ledger.append(record | {"fingerprint": self.fingerprint, "code": code_version()})

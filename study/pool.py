@@ -15,7 +15,8 @@ Limits, from the inside out:
   holds; Ray's resources are then the only limit). Every cell's searcher draws from one
   `StudySlots` before it suggests a trial;
 - a cell that takes another cell's lr (`spaces.<variant>.lr = "<source>"`) waits for that
-  cell's search only; its neighbours never wait.
+  cell's search only; its neighbours never wait. A cell's final seeds follow its search in
+  the same Tuner (study/cell_search.py).
 """
 from __future__ import annotations
 
@@ -92,44 +93,6 @@ class CellLimiter(ConcurrencyLimiter):
     def on_trial_complete(self, trial_id: str, result: Optional[Dict] = None, error: bool = False):
         slots_named(self.slots_name).give_back(trial_id)
         super().on_trial_complete(trial_id, result=result, error=error)
-
-
-class SeedList(Searcher):
-    """The final stage: the chosen configuration once per seed, in order, then done. A searcher
-    (not a grid) so that the final trials draw on the same study slots as the search."""
-
-    def __init__(self, config: dict, seeds: list[int], metric: str, mode: str):
-        super().__init__(metric=metric, mode=mode)
-        self.config, self.pending = dict(config), list(seeds)
-
-    def set_search_properties(self, metric, mode, config, **spec) -> bool:
-        return not config  # the configuration is ours; a param_space would be ignored
-
-    def suggest(self, trial_id: str) -> Optional[Dict]:
-        if not self.pending:
-            return Searcher.FINISHED
-        return self.config | {"seed": self.pending.pop(0)}
-
-    def on_trial_complete(self, trial_id: str, result: Optional[Dict] = None, error: bool = False):
-        pass
-
-    def get_state(self) -> dict:
-        return {"config": self.config, "pending": self.pending}
-
-    def set_state(self, state: dict) -> None:
-        self.config, self.pending = state["config"], state["pending"]
-
-    def save(self, checkpoint_path: str) -> None:
-        import json
-
-        with open(checkpoint_path, "w") as out:
-            json.dump(self.get_state(), out)
-
-    def restore(self, checkpoint_path: str) -> None:
-        import json
-
-        with open(checkpoint_path) as source:
-            self.set_state(json.load(source))
 
 
 class CellRunner:

@@ -1,11 +1,12 @@
-"""The study's two stages, each a Ray Tune run per (variant, K) cell; every cell at once
-(study/pool.py says how the cells share the cluster, and why one Tuner per cell).
+"""The study's two stages, one Ray Tune run per (variant, K) cell; every cell at once
+(study/pool.py says how the cells share the cluster, and why one Tuner per cell;
+study/cell_search.py why both stages share it).
 
-Stage 1 (search): a `Tuner` with `OptunaSearch` (TPE) over lr, contrastive lr and margin
-on the search seed; objective = best val micro-F1. Optuna refuses grid_search, so variant
-and K are cells here, not searched dimensions.
-Stage 2 (final): the cell's best config on every seed, started the moment the search has
-chosen; test F1 at the best val epoch. Test F1 never steers anything.
+Stage 1 (search): `OptunaSearch` (TPE) over lr, contrastive lr and margin on the search
+seed; objective = best val micro-F1. Optuna refuses grid_search, so variant and K are
+cells here, not searched dimensions.
+Stage 2 (final): the cell's best config on every seed, suggested the moment the last search
+trial has ended; test F1 at the best val epoch. Test F1 never steers anything.
 
 Each finished cell is written to `<study dir>/cells/<cell>.json`; `--resume` skips those
 cells and restores an interrupted one with `Tuner.restore`.
@@ -23,11 +24,12 @@ from pathlib import Path
 from study import tracking
 from study.cleanup import discard_finished_checkpoints
 from study.config import CONTRASTIVE_VARIANTS, LOG_UNIFORM, StudyConfig
+from study.cell_search import (
+    MODE, OBJECTIVE, CellSearcher, CellSearchSync, SearchOnlyASHA, best_record, config_key, register_publisher,
+)
 from study.ledger import LedgerWriter, TrialLedger
-from study.pool import CellLimiter, CellRunner, SeedList, register_slots
+from study.pool import CellLimiter, CellRunner, register_slots
 from study.trial import TrialContext, run_trial, trial_record
-
-OBJECTIVE, MODE = "best_val_micro_f1", "max"
 
 
 def cell_name(stage: str, variant: str, k: int) -> str:
@@ -58,12 +60,11 @@ def trial_resources(study: StudyConfig) -> dict:
 
 
 def asha_scheduler(epochs: int, grace_period: int):
-    """Stops weak trials at its rungs on `epochs_done` (not training_iteration, which restarts
-    at 1 after a restore). A trial's summary (test F1) is reported just after its last epoch:
-    with stop_last_trials ASHA would stop the trial at max_t before that report arrives."""
-    from ray.tune.schedulers import ASHAScheduler
-
-    return ASHAScheduler(metric=OBJECTIVE, mode=MODE, time_attr="epochs_done", max_t=epochs,
+    """Stops weak search trials at its rungs on `epochs_done` (not training_iteration, which
+    restarts at 1 after a restore); final trials always run on. A trial's summary (test F1) is
+    reported just after its last epoch: with stop_last_trials ASHA would stop the trial at
+    max_t before that report arrives."""
+    return SearchOnlyASHA(metric=OBJECTIVE, mode=MODE, time_attr="epochs_done", max_t=epochs,
                          grace_period=grace_period, stop_last_trials=False)
 
 
@@ -86,7 +87,7 @@ def run_cell(context: TrialContext, tune_dir: str, param_space: dict, tune_confi
     """One Tuner for one cell; restored when an earlier run of it was interrupted."""
     from ray import tune
 
-    name = cell_name(context.stage, context.variant, context.k)
+    name = cell_name("cell", context.variant, context.k)
     path = os.path.join(tune_dir, name)
     trainable = register_cell_trainable(
         re.sub(r"[^A-Za-z0-9_]", "_", f"cloce_{name}"),
@@ -120,15 +121,16 @@ def run_cell(context: TrialContext, tune_dir: str, param_space: dict, tune_confi
     # Their records are written: the finished trials' checkpoints would only fill the disk.
     discard_finished_checkpoints(grid)
     tracking.close_stopped_runs(context.tracking_uri, context.experiment_id, context.parent_run_id,
-                                context.variant, context.k, context.stage)
+                                context.variant, context.k)
     return grid
 
 
-def records_of(grid, variant: str, k: int, stage: str) -> list[dict]:
+def records_of(grid, variant: str, k: int) -> list[dict]:
     rows = []
     for result in grid:
         error = None if result.error is None else str(result.error).splitlines()[0][:500]
-        rows.append(trial_record(result.metrics or {}, result.config or {}, variant, k, stage, error))
+        config = result.config or {}
+        rows.append(trial_record(result.metrics or {}, config, variant, k, config.get("stage", "search"), error))
     return rows
 
 
@@ -151,82 +153,78 @@ def cell_limit(study: StudyConfig, trials: int) -> int:
     return max(1, min(study.search.max_concurrent_trials or trials, trials))
 
 
-def run_search(study: StudyConfig, context: TrialContext, tune_dir: str, resume: bool, callbacks,
-               ledger: TrialLedger | None = None, fixed: dict | None = None,
-               slots: str = "") -> tuple[dict, list[dict]]:
-    """Stage 1 for one cell: (best hyper-parameters, the search trials' records). Trials
-    already in the ledger are told to Optuna as evaluated; only the rest run."""
+def run_cell_stages(study: StudyConfig, context: TrialContext, tune_dir: str, resume: bool, callbacks,
+                    ledger: TrialLedger | None = None, fixed: dict | None = None, slots: str = "",
+                    publisher: str = "") -> tuple[dict, list[dict], list[dict]]:
+    """Both stages of one cell in one Tuner (study/cell_search.py says why): (the chosen
+    hyper-parameters, the search's records, the final records). Trials already in the ledger
+    are told to Optuna as evaluated, or stand as final runs; only the rest run. The search
+    seed's run of the chosen config stands as that seed's final run when it trained every
+    epoch: same config, same seed, same numbers."""
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
 
     fixed = fixed or {}
-    if not study.search.enabled or not study.searched(context.variant):  # nothing to search: seeds only
-        return study.default_hyperparams(context.variant) | fixed, []
-    fingerprint = study.cell_fingerprint(context.variant, context.k)
-    done = ledger.of("search", context.variant, context.k, fingerprint) if ledger else []
+    variant, k = context.variant, context.k
+    fingerprint = study.cell_fingerprint(variant, k)
+    done = ledger.of("search", variant, k, fingerprint) if ledger else []
     # Searched under another inherited value (the source cell chose again): not this search's.
     done = [r for r in done if all(r["config"].get(name) == value for name, value in fixed.items())]
-    if len(done) >= study.search.num_samples:
-        return best_config(done, context), done
-    epochs = study.train_config(context.variant, context.k, study.search.search_seed).epochs
-    scheduler = asha_scheduler(epochs, study.search.grace_period) if study.search.asha else None
-    trials = study.search.num_samples - len(done)
-    # The cell's own seeded sampler: what it chooses does not depend on the cells beside it.
-    # A resumed search continues with another seed: the first seed's random start-up
-    # points would be the ones already evaluated.
-    searcher = OptunaSearch(metric=OBJECTIVE, mode=MODE, seed=study.search.search_seed + 1000 * len(done),
-                            points_to_evaluate=[{n: v for n, v in r["config"].items() if n not in fixed}
-                                                for r in done] or None,
-                            evaluated_rewards=[r["val_micro_f1"] for r in done] or None)
-    tune_config = tune.TuneConfig(
-        search_alg=CellLimiter(searcher, cell_limit(study, trials), slots),
-        scheduler=scheduler,
-        num_samples=trials,
-        # One driver process for the cell's trials, not one per trial; but a trial ASHA stops
-        # must lose its process: that ends its TorchTrainer (owned by it), which would
-        # otherwise retry the interrupted run and hold its CPUs while the next trials wait.
-        reuse_actors=scheduler is None,
-    )
+    finals = ledger.of("final", variant, k, fingerprint) if ledger else []
+    searching = study.search.enabled and bool(study.searched(variant)) and len(done) < study.search.num_samples
+    trials = study.search.num_samples - len(done) if searching else 0
+    if not study.search.enabled or not study.searched(variant):  # nothing to search: seeds only
+        constants, param_space, done = study.default_hyperparams(variant) | fixed, {}, []
+    else:
+        param_space = search_space(study, variant) | fixed
+        constants = {name: value for name, value in param_space.items() if not isinstance(value, tune.search.sample.Domain)}
+    search = None
+    if searching:
+        # The cell's own seeded sampler: what it chooses does not depend on the cells beside it.
+        # A resumed search continues with another seed: the first seed's random start-up
+        # points would be the ones already evaluated.
+        search = OptunaSearch(metric=OBJECTIVE, mode=MODE, seed=study.search.search_seed + 1000 * len(done),
+                              points_to_evaluate=[{n: v for n, v in r["config"].items() if n not in constants}
+                                                  for r in done] or None,
+                              evaluated_rewards=[r["val_micro_f1"] for r in done] or None)
+    epochs = study.train_config(variant, k, study.search.search_seed).epochs
+    finals_done: dict[str, list[int]] = {}
+    for record in finals:
+        if record["seed"] in study.seeds:
+            finals_done.setdefault(config_key(record["config"]), []).append(record["seed"])
+    searcher = CellSearcher(search, trials, constants, done, list(study.seeds), epochs, finals_done, variant, k,
+                            publisher)
+    if searcher.chosen is None and searcher.pending_seeds == []:
+        raise RuntimeError(f"every search trial of {variant} K={k} failed; see the MLflow runs")
+    scheduler = asha_scheduler(epochs, study.search.grace_period) if study.search.asha and searching else None
+    runs = trials + len(searcher.pending_seeds if searcher.pending_seeds is not None else study.seeds)
+    callbacks = [*callbacks, CellSearchSync(publisher)]
     if ledger:
-        callbacks = [*callbacks, LedgerWriter(ledger, context.variant, context.k, "search", fingerprint)]
-    grid = run_cell(context, tune_dir, search_space(study, context.variant) | fixed, tune_config, resume, callbacks)
-    records = done + records_of(grid, context.variant, context.k, "search")
-    return best_config(records, context), records
-
-
-def best_config(records: list[dict], context: TrialContext) -> dict:
-    finished = [r for r in records if r["status"] == "FINISHED"]
-    if not finished:
-        raise RuntimeError(f"every search trial of {context.variant} K={context.k} failed; see the MLflow runs")
-    return max(finished, key=lambda r: r["val_micro_f1"])["config"]
-
-
-def run_final(study: StudyConfig, context: TrialContext, best: dict, search_records: list[dict],
-              tune_dir: str, resume: bool, callbacks, ledger: TrialLedger | None = None, slots: str = "") -> list[dict]:
-    """Stage 2 for one cell: the best config on every seed. The search seed's run of the best
-    config is reused when it finished: same config, same seed, same numbers; so is a seed
-    whose final trial is in the ledger."""
-    from ray import tune
-
-    reused = [
-        r | {"stage": "final", "reused_from_search": True}
-        for r in search_records
-        if r["status"] == "FINISHED" and r["config"] == best and r["seed"] in study.seeds and r["history"]
-        and len(r["history"]) == study.train_config(context.variant, context.k, r["seed"]).epochs
-    ][:1]
-    if ledger:
-        fingerprint = study.cell_fingerprint(context.variant, context.k)
-        reused += [r for r in ledger.of("final", context.variant, context.k, fingerprint)
-                   if r["config"] == best and r["seed"] in study.seeds and r["seed"] not in {u["seed"] for u in reused}]
-        callbacks = [*callbacks, LedgerWriter(ledger, context.variant, context.k, "final", fingerprint)]
-    seeds = [s for s in study.seeds if s not in {r["seed"] for r in reused}]
-    if not seeds:
-        return reused
-    seed_list = SeedList(dict(best), seeds, OBJECTIVE, MODE)
-    tune_config = tune.TuneConfig(search_alg=CellLimiter(seed_list, cell_limit(study, len(seeds)), slots),
-                                  num_samples=len(seeds), reuse_actors=True)
-    grid = run_cell(context, tune_dir, {}, tune_config, resume, callbacks)
-    return reused + records_of(grid, context.variant, context.k, "final")
+        callbacks.append(LedgerWriter(ledger, variant, k, "search", fingerprint))
+    records = []
+    if runs:
+        tune_config = tune.TuneConfig(
+            search_alg=CellLimiter(searcher, cell_limit(study, max(trials, len(study.seeds))), slots),
+            scheduler=scheduler,
+            num_samples=runs,
+            # One process for the cell's trials, search and final, not one per trial; but a trial
+            # ASHA stops must lose its process: that ends its TorchTrainer (owned by it), which
+            # would otherwise retry the interrupted run and hold its CPUs while the next trials wait.
+            reuse_actors=scheduler is None,
+        )
+        grid = run_cell(context, tune_dir, param_space, tune_config, resume, callbacks)
+        records = records_of(grid, variant, k)
+    searched = done + [r for r in records if r["stage"] == "search"]
+    best = best_record(searched)
+    if searched and best is None:
+        raise RuntimeError(f"every search trial of {variant} K={k} failed; see the MLflow runs")
+    chosen = best["config"] if best else {n: v for n, v in constants.items() if n not in ("seed", "stage")}
+    final = [r | {"stage": "final", "reused_from_search": True} for r in ([best] if best else [])
+             if r["seed"] in study.seeds and len(r["history"] or []) == epochs]
+    final += [r for r in finals if r["config"] == chosen and r["seed"] in study.seeds
+              and r["seed"] not in {u["seed"] for u in final}]
+    final += [r for r in records if r["stage"] == "final"]
+    return chosen, searched, final
 
 
 def run_study_cells(study: StudyConfig, base: TrialContext, study_dir: Path, resume: bool, callbacks,
@@ -251,13 +249,14 @@ def run_study_cells(study: StudyConfig, base: TrialContext, study_dir: Path, res
             runner.publish(cell, done["best_config"])
             print(f"[resume] {variant} K={k}: already finished, not re-run", flush=True)
             return done["final"]
+        publisher = f"{tune_dir}:{variant}-K{k}"
+        # The cell's searcher publishes its choice the moment its search ends, mid-Tuner.
+        register_publisher(publisher, lambda best, error: runner.publish(cell, best, error))
         try:
             fixed = inherited_params(study, variant, k, runner)
-            best, searched = run_search(study, replace(base, stage="search", variant=variant, k=k), tune_dir,
-                                        resume, callbacks, ledger, fixed, slots)
+            best, searched, final = run_cell_stages(study, replace(base, stage="search", variant=variant, k=k),
+                                                    tune_dir, resume, callbacks, ledger, fixed, slots, publisher)
             runner.publish(cell, best)
-            final = run_final(study, replace(base, stage="final", variant=variant, k=k), best, searched, tune_dir,
-                              resume, callbacks, ledger, slots)
         except Exception as err:  # a failed cell never takes the study down; --resume retries it
             runner.publish(cell, None, err)
             print(f"[error] {variant} K={k}: {err}\n{traceback.format_exc()}", flush=True)

@@ -285,11 +285,12 @@ def child_runs(uri: str, experiment_id: str, parent_id: str) -> list:
 
 
 @retrying
-def close_stopped_runs(uri: str, experiment_id: str, parent_id: str, variant: str, k: int, stage: str) -> int:
-    """Trials a scheduler stopped early never report an end: mark their runs KILLED."""
+def close_stopped_runs(uri: str, experiment_id: str, parent_id: str, variant: str, k: int) -> int:
+    """Trials a scheduler stopped early never report an end: mark their runs KILLED (called
+    once the cell's Tuner has ended, so none of its runs is still training)."""
     mlflow_client = client(uri)
     query = (f"tags.`{PARENT_TAG}` = '{parent_id}' and tags.variant = '{variant}' and tags.k = '{k}' "
-             f"and tags.stage = '{stage}' and attributes.status = 'RUNNING'")
+             f"and attributes.status = 'RUNNING'")
     runs = mlflow_client.search_runs([experiment_id], filter_string=query, max_results=10000)
     for run in runs:
         mlflow_client.set_tag(run.info.run_id, "stopped_early", "true")

@@ -25,7 +25,7 @@ class TrialContext:
     """What every trial of one (stage, variant, K) cell shares; bound with tune.with_parameters."""
 
     study: StudyConfig
-    stage: str  # "search" or "final"
+    stage: str  # "search" or "final": a trial's own config["stage"] overrides it (study/cell_search.py)
     variant: str
     k: int
     storage_path: str  # Ray Train run storage (shared file system or s3:// on a cluster)
@@ -50,6 +50,7 @@ def run_trial(config: dict, context: TrialContext) -> None:
     phases.reset()  # this trial's clock; the process may have run others before (reuse_actors)
     trial_id = ray.tune.get_context().get_trial_id()
     seed = int(config["seed"])
+    stage = config.get("stage", context.stage)  # both stages of a cell share one Tuner
     hyper = {name: config[name] for name in SEARCHED if name in config}
     train_config = context.study.train_config(context.variant, context.k, seed, **hyper)
     resources = context.study.resources
@@ -57,14 +58,14 @@ def run_trial(config: dict, context: TrialContext) -> None:
     if train_config.num_threads is None:
         # Each worker owns cpus_per_worker cores; more torch threads would fight other trials.
         train_config = dataclasses.replace(train_config, num_threads=resources.cpus_per_worker)
-    key = trial_key(context.stage, context.variant, context.k, seed, trial_id)
+    key = trial_key(stage, context.variant, context.k, seed, trial_id)
     with phases.phase("tracking"):
         run_id = tracking.child_run(
             context.tracking_uri, context.experiment_id, context.parent_run_id, key,
             # With the worker's tags bf16_active and world_size: everything that changes the numbers.
-            params=train_config.to_dict() | {"stage": context.stage, "workers": resources.workers_per_trial,
+            params=train_config.to_dict() | {"stage": stage, "workers": resources.workers_per_trial,
                                              "use_gpu": resources.use_gpu},
-            tags={"variant": context.variant, "k": str(context.k), "seed": str(seed), "stage": context.stage,
+            tags={"variant": context.variant, "k": str(context.k), "seed": str(seed), "stage": stage,
                   "trial_id": trial_id},
         )
     run_name = re.sub(r"[^A-Za-z0-9_.-]+", "-", key)

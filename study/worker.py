@@ -131,7 +131,12 @@ def train_loop_per_worker(loop_config: dict) -> dict:
     checkpoint = reports.checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            resume = load_train_state(directory)
+            ended = read_summary(Path(directory))
+            resume = None if ended is not None else load_train_state(directory)
+        if ended is not None:
+            # The trial had reported its end when its driver was killed; restored, it starts
+            # again from that last checkpoint: report the same end instead of training again.
+            return report_ended(reports, runtime.rank, ended)
     best_so_far = max((r["val_micro_f1"] for r in resume.history), default=0.0) if resume else 0.0
     every_s = float(loop_config.get("checkpoint_every_s") or 0.0)
     schedule = CheckpointSchedule(every_s, train_config.epochs) if every_s > 0 else None
@@ -177,11 +182,35 @@ def train_loop_per_worker(loop_config: dict) -> dict:
             tracking.log_json(uri, run_id, [vars(r) for r in result.history], "history.json")
             if result.test is not None:
                 tracking.log_json(uri, run_id, result.test.to_dict(), "test_eval.json")
+    report_final(reports, final, summary)
+    return summary
+
+
+def report_final(reports: "RayReports", final: dict, summary: dict) -> None:
+    import ray.train
+
     # The result the driver reads is the last checkpointed report: carry the summary and
     # the per-epoch history (the tables' input) in that final checkpoint.
     with tempfile.TemporaryDirectory(prefix="cloce-final-") as directory:
         (Path(directory) / FINAL_FILE).write_text(json.dumps(summary))
         reports.report(final, checkpoint=ray.train.Checkpoint.from_directory(directory))
+
+
+def read_summary(directory: Path) -> dict | None:
+    """The summary in a trial's final checkpoint; None in a training checkpoint."""
+    path = directory / FINAL_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def report_ended(reports: "RayReports", rank: int, summary: dict) -> dict:
+    """Report again the end a restored trial had already reported (finished or failed)."""
+    if "error" in summary:
+        return report_failure(reports, rank, summary["error"])
+    final = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if rank != 0:
+        reports.report(final)
+    else:
+        report_final(reports, final, summary)
     return summary
 
 
@@ -224,6 +253,5 @@ def report_failure(reports: RayReports, rank: int, reason: str) -> dict:
 def read_final(checkpoint) -> dict:
     """The summary a finished trial left in its last checkpoint (see train_loop_per_worker)."""
     with checkpoint.as_directory() as directory:
-        path = Path(directory) / FINAL_FILE
-        return json.loads(path.read_text()) if path.exists() else {}
+        return read_summary(Path(directory)) or {}
 

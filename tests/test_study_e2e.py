@@ -78,7 +78,7 @@ def test_tiny_two_stage_study_killed_then_resumed(tiny_semeval_dir, tiny_model_d
     assert {k: v for k, v in first_cell.items()} == {
         r.data.tags["cloce.trial_key"]: r.info.run_id for r in children if "/prompt_ki/" in r.data.tags["cloce.trial_key"]}
     for run in children:
-        assert run.info.status == "FINISHED"
+        assert run.info.status == "FINISHED", (str({k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")}), done.stdout[-5000:])
         assert {"variant", "k", "seed", "stage"} <= set(run.data.tags)
         # What changes numbers: the workers asked for, and what really ran (local mode: one).
         assert (run.data.params["workers"], run.data.tags["world_size"]) == ("0", "1")

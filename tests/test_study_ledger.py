@@ -89,7 +89,8 @@ def test_a_changed_experiment_does_not_reuse_old_records(tmp_path):
 
 
 @pytest.mark.parametrize("prompt_only", [{"train.mlm_adapt_steps": 100}, {"train.sentence_markers": True},
-                                         {"train.fresh_head_init": "random"}])
+                                         {"train.fresh_head_init": "random"}, {"train.label_init": "role"},
+                                         {"train.template": "role_of"}, {"train.mlm_adapt_head_only": True, "train.mlm_adapt_steps": 100}])
 def test_prompt_only_options_change_the_prompt_cells_only(prompt_only):
     from study.config import load_study_config
 

@@ -9,7 +9,7 @@ import time
 import pytest
 from ray.tune.search import Searcher
 
-from study.pool import CellLimiter, CellRunner, SeedList, register_slots, slots_named
+from study.pool import CellLimiter, CellRunner, register_slots, slots_named
 
 
 class Counting(Searcher):
@@ -53,12 +53,6 @@ def test_a_limiter_pickles_without_its_lock_and_finds_its_slots_again():
     restored = pickle.loads(pickle.dumps(limiter))
     assert restored.suggest("t1") is not None
     assert limiter.suggest("t2") is None  # the same slots, by name
-
-
-def test_the_final_stage_suggests_each_seed_once_then_finishes():
-    seeds = SeedList({"lr": 1e-4}, [2, 3], "m", "max")
-    assert [seeds.suggest("a"), seeds.suggest("b")] == [{"lr": 1e-4, "seed": 2}, {"lr": 1e-4, "seed": 3}]
-    assert seeds.suggest("c") == Searcher.FINISHED
 
 
 def test_cells_run_at_once_and_a_dependent_cell_waits_for_its_sources_search_only():

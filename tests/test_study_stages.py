@@ -48,17 +48,15 @@ margin = 0.5
 """
 
 
-def test_a_cell_with_nothing_to_search_runs_no_search_and_its_fixed_values_reach_the_trials(tmp_path):
+def test_a_cell_with_nothing_to_search_has_no_search_space_and_its_fixed_values_reach_the_trials(tmp_path):
     from ray.tune.search.sample import Float
 
     from study.config import load_study_config
-    from study.stages import run_search, search_space
+    from study.stages import search_space
 
     path = tmp_path / "fixed.toml"
     path.write_text(FIXED_LR)
     study = load_study_config(path)
-    context = SimpleNamespace(variant="prompt_ki", k=8)
-    # No Tuner, no ledger: the cell goes straight to its seeds with the fixed lr.
-    assert run_search(study, context, str(tmp_path), False, []) == ({"lr": 1.5e-4}, [])
-    space = search_space(study, "cloce_d") | {"lr": 1.5e-4}  # the inherited lr, as run_search adds it
+    assert study.searched("prompt_ki") == {} and study.default_hyperparams("prompt_ki") == {"lr": 1.5e-4}
+    space = search_space(study, "cloce_d") | {"lr": 1.5e-4}  # the inherited lr, as run_cell_stages adds it
     assert space["margin"] == 0.5 and isinstance(space["cl_lr"], Float) and set(space) == {"seed", "lr", "cl_lr", "margin"}

@@ -1,0 +1,147 @@
+"""Issue 16's runs: the paper's few-shot protocol at a budget that does not bind, and what
+fixes the prompt variants' direction errors, all through the study system.
+
+    python experiments/protocol_results.py                  # every part still missing, in order
+    python experiments/protocol_results.py --only direction_markers mlm_head_only
+    python experiments/protocol_results.py --report         # the markdown section from the results files
+
+Each part is one study with its own results file under experiments/results/ (JSONL, one
+finished trial per line): re-running continues where a part stopped, on any machine, so the
+files are committed as they grow. Every part logs to MLflow like any other study.
+
+Parts (experiments/semeval_protocol.toml says the protocol: K=16, seeds 1-5, 20 epochs,
+1,000 val sentences, lr 1.5756e-4 as `semeval_results` chose on val):
+  semeval_protocol        prompt_ki, cloce_d, cloce_s, finetune
+  direction_markers       prompt_ki + the sentence markers (`@ head @`, `# tail #`)
+  direction_role_init     prompt_ki, each directed soft label starting from the head's role word
+  direction_role_template prompt_ki, role init + "[T_h] head is the [MASK] of [T_t] tail"
+  mlm_head_only           prompt_ki after 300 masked-LM steps on the MLM head only (seeds 1-3)
+Each direction part and the head-only part pair with semeval_protocol's prompt_ki seeds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "experiments" / "results"
+WALL_TIME = RESULTS / "protocol_wall_time.jsonl"  # one line per part run, finished or interrupted
+CURVES = REPO / "docs" / "protocol_curves.png"
+
+
+@dataclass(frozen=True)
+class Part:
+    name: str
+    label: str  # how its prompt_ki rows read in the tables (the main part keeps variant names)
+    args: tuple[str, ...] = ()
+    seeds: tuple[int, ...] = (1, 2, 3, 4, 5)
+    settings: tuple[str, ...] = field(default=())  # --set overrides
+
+    @property
+    def results_file(self) -> Path:
+        return RESULTS / f"{self.name}.jsonl"
+
+    def command(self, tracking_uri: str | None) -> list[str]:
+        command = [sys.executable, str(REPO / "study" / "run_fewshot_grid.py"), "--experiment", "semeval_protocol",
+                   "--results-file", str(self.results_file), "--study-dir", str(REPO / "runs" / self.name),
+                   *self.args, "--seeds", *map(str, self.seeds)]
+        for setting in self.settings:
+            command += ["--set", setting]
+        return command + (["--tracking-uri", tracking_uri] if tracking_uri else [])
+
+
+MAIN = Part("semeval_protocol", "")
+PROMPT_KI = ("--variants", "prompt_ki")
+OPTIONS = (
+    Part("direction_markers", "prompt_ki + markers", PROMPT_KI, settings=("train.sentence_markers=true",)),
+    Part("direction_role_init", "prompt_ki + role init", PROMPT_KI, settings=("train.label_init=role",)),
+    Part("direction_role_template", "prompt_ki + role init + role template", PROMPT_KI,
+         settings=("train.label_init=role", "train.template=role_of")),
+    Part("mlm_head_only", "prompt_ki + head-only MLM", PROMPT_KI, seeds=(1, 2, 3),
+         settings=("train.mlm_adapt_steps=300", "train.mlm_adapt_head_only=true")),
+)
+PARTS = {part.name: part for part in (MAIN, *OPTIONS)}
+
+
+def run_part(part: Part, tracking_uri: str | None) -> int:
+    command = part.command(tracking_uri)
+    print("$", " ".join(command), flush=True)
+    started = time.time()
+    code = subprocess.call(command, env=os.environ | {"OMP_NUM_THREADS": "1"}, cwd=REPO)
+    with WALL_TIME.open("a") as sink:
+        sink.write(json.dumps({"part": part.name, "seconds": round(time.time() - started), "exit": code,
+                               "ended": time.strftime("%Y-%m-%d %H:%M")}) + "\n")
+    return code
+
+
+def records(part: Part) -> list[dict]:
+    if not part.results_file.exists():
+        return []
+    rows = [json.loads(line) for line in part.results_file.read_text().splitlines() if line.strip()]
+    finals = [r for r in rows if r["stage"] == "final" and r["status"] == "FINISHED"]
+    return [r | {"variant": part.label} for r in finals] if part.label else finals
+
+
+def report() -> str:
+    """The docs/results.md section: tables from whatever has finished."""
+    from study.comparisons import comparison_table
+    from study.plots import plot_learning_curves
+    from study.tables import best_epochs_display, fewshot_table, to_markdown
+
+    main = records(MAIN)
+    variants = ["finetune", "prompt_ki", "cloce_s", "cloce_d"]
+    lines = ["## The few-shot protocol at K=16: 20 epochs, 1,000 val sentences (issue 16)", "",
+             "Produced by `python experiments/protocol_results.py` (parts and protocol in its docstring and "
+             "`experiments/semeval_protocol.toml`); `--report` rewrites this section from "
+             "`experiments/results/*.jsonl`. Test on all 2,717 test sentences at the best val epoch; "
+             "micro-F1 excludes `Other`; mean ± sample std over the seeds that finished.", ""]
+    if main:
+        lines += [to_markdown(fewshot_table(main, variants, [16], MAIN.seeds)), "",
+                  "Best validation epoch (Table 4 style; curves in `docs/protocol_curves.png`):", "",
+                  to_markdown(best_epochs_display(main, variants)), "",
+                  "Paired over seeds (same K-shot sample per seed) and over test sentences (paired "
+                  "bootstrap, 1,000 resamples per seed):", "",
+                  to_markdown(comparison_table(main, variants, MAIN.seeds,
+                                               [("cloce_s", "prompt_ki"), ("cloce_d", "prompt_ki"),
+                                                ("prompt_ki", "finetune")])), ""]
+        CURVES.parent.mkdir(parents=True, exist_ok=True)
+        plot_learning_curves(main, CURVES, variants)
+    reference = [r for r in main if r["variant"] == "prompt_ki"]
+    options = [(part, records(part)) for part in OPTIONS]
+    if any(rows for _, rows in options):
+        rows = reference + [r for _, part_rows in options for r in part_rows]
+        labels = ["prompt_ki", *(part.label for part, part_rows in options if part_rows)]
+        lines += ["### Direction errors and the head-only masked-LM adaptation (prompt_ki, paired with its seeds above)", "",
+                  to_markdown(fewshot_table(rows, labels, [16], MAIN.seeds)), "",
+                  to_markdown(comparison_table(rows, labels, MAIN.seeds,
+                                               [(label, "prompt_ki") for label in labels[1:]])), ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", choices=sorted(PARTS), help="these parts only")
+    parser.add_argument("--report", action="store_true", help="print the report section; run nothing")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: ./mlflow.db)")
+    args = parser.parse_args(argv)
+    if args.report:
+        print(report())
+        return 0
+    failed = 0
+    for part in [PARTS[name] for name in args.only] if args.only else PARTS.values():
+        failed += run_part(part, args.tracking_uri) != 0
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

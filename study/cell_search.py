@@ -1,0 +1,239 @@
+"""Both stages of one (variant, K) cell in one Tune run: the search trials, then the chosen
+configuration on every final seed, suggested the moment the last search trial has ended.
+
+One Tuner per cell instead of one per stage: the final trials start in the trial processes
+the search leaves (`reuse_actors`), not in new ones; a new Tuner and its processes took
+25-48 s to start its first final trial on a loaded 2-core machine (issue 14's benchmark 7,
+benchmarks/RESULTS.md), while the cell's slots stood idle.
+
+What each stage chooses is unchanged: the search is the cell's own seeded Optuna searcher,
+and the choice is `best_record` over the search's records, as the tables read it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+import threading
+from pathlib import Path
+from typing import Callable, Dict, Optional
+
+from ray.tune import Callback
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+from ray.tune.search import Searcher
+
+from study.trial import trial_record
+
+OBJECTIVE, MODE = "best_val_micro_f1", "max"
+
+# A cell's searcher is pickled into its Tune experiment state, so it names the function that
+# publishes its choice (to cells that take its lr) instead of holding it.
+_PUBLISHERS: dict[str, Callable[[dict | None, BaseException | None], None]] = {}
+_PUBLISHERS_LOCK = threading.Lock()
+
+
+# The searcher a cell's Tuner really uses (Tune may unpickle or copy it), by publisher name, for
+# CellSearchSync.
+_SEARCHERS: dict[str, "CellSearcher"] = {}
+
+
+def register_publisher(name: str, publish: Callable[[dict | None, BaseException | None], None]) -> None:
+    with _PUBLISHERS_LOCK:
+        _PUBLISHERS[name] = publish
+
+
+def _publish(name: str, best: dict | None, error: BaseException | None) -> None:
+    with _PUBLISHERS_LOCK:
+        publish = _PUBLISHERS.get(name)
+    if publish is not None:
+        publish(best, error)
+
+
+def best_record(records: list[dict]) -> dict | None:
+    """The search's choice: the finished trial with the best val micro-F1 (None: none finished)."""
+    finished = [r for r in records if r["status"] == "FINISHED"]
+    return max(finished, key=lambda r: r["val_micro_f1"]) if finished else None
+
+
+def is_final(trial) -> bool:
+    return (getattr(trial, "config", None) or {}).get("stage") == "final"
+
+
+class CellSearcher(Searcher):
+    """Search trials from `search` (None: the search is already done, or there is nothing to
+    search), then one final trial per seed with the chosen configuration.
+
+    `constants` are the fixed values of the cell's param space (merged into every search
+    suggestion by Tune); `done` the search records a results file already holds (they count
+    towards the choice); `finals_done` the seeds it already has final runs of, by
+    configuration (`config_key`). The chosen search trial stands as its seed's final run when
+    it trained all `epochs`. Plain data only: Tune pickles the searcher for `Tuner.restore`."""
+
+    def __init__(self, search: Searcher | None, trials: int, constants: dict, done: list[dict], seeds: list[int],
+                 epochs: int, finals_done: dict[str, list[int]], variant: str, k: int, publisher: str):
+        super().__init__(metric=OBJECTIVE, mode=MODE)
+        self.search, self.search_left = search, trials if search is not None else 0
+        self.constants, self.records, self.seeds = dict(constants), list(done), list(seeds)
+        self.epochs, self.finals_done = epochs, dict(finals_done)
+        self.variant, self.k, self.publisher = variant, k, publisher
+        self.live_search: dict[str, dict] = {}  # trial id -> its configuration
+        self.recorded: set[str] = set()  # search trials whose end is in `records`
+        self.finals_started: set[int] = set()  # seeds with a final trial in the Tuner
+        self.chosen: dict | None = None  # the search's best record, once it has ended
+        self.pending_seeds: list[int] | None = None  # None: the search has not ended yet
+        _SEARCHERS[publisher] = self
+        if self.search_left == 0:
+            self._choose()
+
+    def reusable(self, record: dict) -> bool:
+        """The chosen search trial counts as its seed's final run: same config, same seed."""
+        return record.get("seed") in self.seeds and len(record.get("history") or []) == self.epochs
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        if self.search is None:
+            return not config  # no search: the configurations are all ours
+        return self.search.set_search_properties(metric, mode, config, **spec)
+
+    def suggest(self, trial_id: str) -> Optional[Dict]:
+        _SEARCHERS[self.publisher] = self
+        if self.search_left > 0:
+            suggestion = self.search.suggest(trial_id)
+            if suggestion is None:
+                return None
+            if suggestion != Searcher.FINISHED:
+                self.search_left -= 1
+                config = self.constants | suggestion | {"stage": "search"}
+                self.live_search[trial_id] = config
+                return config
+            self.search_left = 0
+            self._choose_if_ended()
+        if self.pending_seeds is None:
+            return None  # search trials still running: the final seeds wait for their choice
+        if not self.pending_seeds:
+            return Searcher.FINISHED
+        seed = self.pending_seeds.pop(0)
+        self.finals_started.add(seed)
+        return dict(self.chosen["config"]) | {"seed": seed, "stage": "final"}
+
+    def on_trial_complete(self, trial_id: str, result: Optional[Dict] = None, error: bool = False):
+        config = self.live_search.pop(trial_id, None)
+        if config is None:
+            return  # a final trial: nothing depends on it here
+        if self.search is not None:
+            self.search.on_trial_complete(trial_id, result=result, error=error)
+        self._record(trial_id, config, None if error else result)
+        self._choose_if_ended()
+
+    def _record(self, trial_id: str, config: dict, result: Optional[Dict]) -> None:
+        self.recorded.add(trial_id)
+        self.records.append(trial_record(result or {}, config, self.variant, self.k, "search",
+                                         None if result else "trial failed"))
+
+    def reconcile(self, trials) -> None:
+        """Agree with the Tuner's trials. Tune saves its trial list before the searcher, so a
+        driver killed between the two restores a searcher that missed the last events: a search
+        trial that ended (it would wait for it forever), one it never saw suggested, or a final
+        seed already started."""
+        for trial in trials:
+            config = dict(trial.config or {})
+            if config.get("stage") == "final":
+                self.finals_started.add(int(config["seed"]))
+                if self.pending_seeds and int(config["seed"]) in self.pending_seeds:
+                    self.pending_seeds.remove(int(config["seed"]))
+                continue
+            if trial.trial_id in self.recorded:
+                continue
+            if trial.trial_id not in self.live_search:  # suggested after the saved state
+                self.live_search[trial.trial_id] = config
+                self.search_left = max(0, self.search_left - 1)
+            if trial.status in ("TERMINATED", "ERROR"):
+                self.live_search.pop(trial.trial_id)
+                self._record(trial.trial_id, config, None if trial.status == "ERROR" else trial.last_result)
+        self._choose_if_ended()
+
+    def on_trial_result(self, trial_id: str, result: Dict) -> None:
+        if trial_id in self.live_search and self.search is not None:
+            self.search.on_trial_result(trial_id, result)
+
+    def _choose_if_ended(self) -> None:
+        if self.search_left == 0 and not self.live_search and self.pending_seeds is None:
+            self._choose()
+
+    def _choose(self) -> None:
+        best = best_record(self.records) if self.records else None
+        if self.records and best is None:
+            self.pending_seeds = []
+            _publish(self.publisher, None, RuntimeError(
+                f"every search trial of {self.variant} K={self.k} failed; see the MLflow runs"))
+            return
+        if best is None:  # nothing was searched: the constants are the configuration
+            best = {"config": {n: v for n, v in self.constants.items() if n not in ("seed", "stage")}, "seed": None}
+        self.chosen = best
+        taken = (set(self.finals_done.get(config_key(best["config"]), ())) | self.finals_started
+                 | ({best["seed"]} if self.reusable(best) else set()))
+        self.pending_seeds = [s for s in self.seeds if s not in taken]
+        _publish(self.publisher, best["config"], None)
+
+    # Tune saves a searcher with its experiment state, for `Tuner.restore`.
+    def get_state(self) -> dict:
+        return {name: value for name, value in self.__dict__.items() if name != "search"}
+
+    def set_state(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+    def save(self, checkpoint_path: str) -> None:
+        # One file: Tune writes it under a temporary name, then renames that file alone.
+        state = {"cell": self.get_state(), "search": None}
+        if self.search is not None:
+            with tempfile.TemporaryDirectory() as scratch:
+                self.search.save(os.path.join(scratch, "search.pkl"))
+                state["search"] = Path(scratch, "search.pkl").read_bytes()
+        with open(checkpoint_path, "wb") as out:
+            pickle.dump(state, out)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as source:
+            state = pickle.load(source)
+        self.set_state(state["cell"])
+        if self.search is not None and state["search"] is not None:
+            with tempfile.TemporaryDirectory() as scratch:
+                Path(scratch, "search.pkl").write_bytes(state["search"])
+                self.search.restore(os.path.join(scratch, "search.pkl"))
+        _SEARCHERS[self.publisher] = self
+
+
+class CellSearchSync(Callback):
+    """Before each step of a cell's Tuner, its searcher agrees with the Tuner's trials (see
+    CellSearcher.reconcile); it names the searcher, so a pickled copy finds the live one."""
+
+    def __init__(self, publisher: str):
+        self.publisher = publisher
+
+    def on_step_begin(self, iteration, trials, **info):
+        searcher = _SEARCHERS.get(self.publisher)
+        if searcher is not None:
+            searcher.reconcile(trials)
+
+
+class SearchOnlyASHA(ASHAScheduler):
+    """ASHA over the search trials of a cell; its final trials always run to the end."""
+
+    def on_trial_add(self, tune_controller, trial):
+        if not is_final(trial):
+            super().on_trial_add(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller, trial, result):
+        return TrialScheduler.CONTINUE if is_final(trial) else super().on_trial_result(tune_controller, trial, result)
+
+    def on_trial_complete(self, tune_controller, trial, result):
+        if not is_final(trial):
+            super().on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_remove(self, tune_controller, trial):
+        if not is_final(trial):
+            super().on_trial_remove(tune_controller, trial)
+
+
+def config_key(config: dict) -> str:
+    return json.dumps(config, sort_keys=True)
