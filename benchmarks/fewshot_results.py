@@ -35,6 +35,7 @@ FEWSHOT, FULL, PEER = RESULTS / "semeval_fewshot.jsonl", RESULTS / "semeval_full
 WALL_TIME = RESULTS / "wall_time.jsonl"  # one line per part run, finished or interrupted
 REPORT = REPO / "docs" / "results.md"
 PEER_LRS = (5e-5, 1e-4, 2e-4, 5e-4)
+PROTOCOL_SECTION = "## The few-shot protocol at K=16"  # docs/results.md's last section, written by experiments/protocol_results.py
 
 
 def run_study(experiment: str, results_file: Path, extra: list[str], tracking_uri: str | None) -> int:
@@ -90,7 +91,9 @@ def run_all(ks: list[int], tracking_uri: str | None, with_full: bool) -> None:
 def write_report() -> None:
     from benchmarks.results_report import render
 
-    REPORT.write_text(render(FEWSHOT, PEER, FULL, wall_file=WALL_TIME))
+    # The protocol section belongs to experiments/protocol_results.py: kept as it is.
+    kept = REPORT.read_text().partition(PROTOCOL_SECTION)[1:] if REPORT.exists() else ("", "")
+    REPORT.write_text(render(FEWSHOT, PEER, FULL, wall_file=WALL_TIME) + ("\n" + "".join(kept) if kept[0] else ""))
     print(f"wrote {REPORT}", flush=True)
 
 

@@ -3,7 +3,7 @@ fixes the prompt variants' direction errors, all through the study system.
 
     python experiments/protocol_results.py                  # every part still missing, in order
     python experiments/protocol_results.py --only direction_markers mlm_head_only
-    python experiments/protocol_results.py --report         # the markdown section from the results files
+    python experiments/protocol_results.py --report         # docs/results.md's section from the results files
 
 Each part is one study with its own results file under experiments/results/ (JSONL, one
 finished trial per line): re-running continues where a part stopped, on any machine, so the
@@ -37,6 +37,8 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "experiments" / "results"
 WALL_TIME = RESULTS / "protocol_wall_time.jsonl"  # one line per part run, finished or interrupted
 CURVES = REPO / "docs" / "protocol_curves.png"
+REPORT = REPO / "docs" / "results.md"
+SECTION = "## The few-shot protocol at K=16"  # benchmarks/fewshot_results.py keeps it when it rewrites the page
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,7 @@ def report() -> str:
 
     main = records(MAIN)
     variants = ["finetune", "prompt_ki", "cloce_s", "cloce_d"]
-    lines = ["## The few-shot protocol at K=16: 20 epochs, 1,000 val sentences (issue 16)", "",
+    lines = [f"{SECTION}: 20 epochs, 1,000 val sentences (issue 16)", "",
              "Produced by `python experiments/protocol_results.py` (parts and protocol in its docstring and "
              "`experiments/semeval_protocol.toml`); `--report` rewrites this section from "
              "`experiments/results/*.jsonl`. Test on all 2,717 test sentences at the best val epoch; "
@@ -128,6 +130,14 @@ def report() -> str:
     return "\n".join(lines)
 
 
+def write_section(section: str) -> None:
+    """docs/results.md's last section: replaced, or added after what is there."""
+    page = REPORT.read_text() if REPORT.exists() else ""
+    before = page.partition(SECTION)[0].rstrip()
+    REPORT.write_text((before + "\n\n" if before else "") + section.rstrip() + "\n")
+    print(f"wrote {REPORT}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", choices=sorted(PARTS), help="these parts only")
@@ -135,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: ./mlflow.db)")
     args = parser.parse_args(argv)
     if args.report:
-        print(report())
+        write_section(report())
         return 0
     failed = 0
     for part in [PARTS[name] for name in args.only] if args.only else PARTS.values():
