@@ -16,6 +16,8 @@ Parts (experiments/semeval_protocol.toml says the protocol: K=16, seeds 1-5, 20 
   direction_role_init     prompt_ki, each directed soft label starting from the head's role word
   direction_role_template prompt_ki, role init + "[T_h] head is the [MASK] of [T_t] tail"
   mlm_head_only           prompt_ki after 300 masked-LM steps on the MLM head only (seeds 1-3)
+  scierc_protocol         SciERC, all variants, K 8/16 (experiments/scierc_protocol.toml)
+  semeval_full_cl_lr      full data, cloce_d at the paper's contrastive lr 1e-6 (seed 1)
 Each direction part and the head-only part pair with semeval_protocol's prompt_ki seeds.
 """
 from __future__ import annotations
@@ -48,13 +50,14 @@ class Part:
     args: tuple[str, ...] = ()
     seeds: tuple[int, ...] = (1, 2, 3, 4, 5)
     settings: tuple[str, ...] = field(default=())  # --set overrides
+    experiment: str = "semeval_protocol"
 
     @property
     def results_file(self) -> Path:
         return RESULTS / f"{self.name}.jsonl"
 
     def command(self, tracking_uri: str | None) -> list[str]:
-        command = [sys.executable, str(REPO / "study" / "run_fewshot_grid.py"), "--experiment", "semeval_protocol",
+        command = [sys.executable, str(REPO / "study" / "run_fewshot_grid.py"), "--experiment", self.experiment,
                    "--results-file", str(self.results_file), "--study-dir", str(REPO / "runs" / self.name),
                    *self.args, "--seeds", *map(str, self.seeds)]
         for setting in self.settings:
@@ -72,7 +75,12 @@ OPTIONS = (
     Part("mlm_head_only", "prompt_ki + head-only MLM", PROMPT_KI, seeds=(1, 2, 3),
          settings=("train.mlm_adapt_steps=300", "train.mlm_adapt_head_only=true")),
 )
-PARTS = {part.name: part for part in (MAIN, *OPTIONS)}
+SCIERC = Part("scierc_protocol", "", experiment="scierc_protocol")
+# Full data, seed 1: cloce_d at the paper's contrastive lr, against the 1e-5 run of semeval_full
+# (benchmarks/results/semeval_full.jsonl, docs/results.md) that fell 15 points below prompt_ki.
+FULL_CL_LR = Part("semeval_full_cl_lr", "cloce_d, cl_lr 1e-6", ("--variants", "cloce_d"), seeds=(1,),
+                  settings=("train.cl_lr=1e-6",), experiment="semeval_full")
+PARTS = {part.name: part for part in (MAIN, *OPTIONS, SCIERC, FULL_CL_LR)}
 
 
 def run_part(part: Part, tracking_uri: str | None) -> int:
@@ -127,6 +135,27 @@ def report() -> str:
                   to_markdown(fewshot_table(rows, labels, [16], MAIN.seeds)), "",
                   to_markdown(comparison_table(rows, labels, MAIN.seeds,
                                                [(label, "prompt_ki") for label in labels[1:]])), ""]
+    scierc = records(SCIERC)
+    if scierc:
+        every = ["finetune", "prompt", "prompt_ki", "cloce_s", "cloce_d"]
+        lines += ["### SciERC: real entity types (`experiments/scierc_protocol.toml`)", "",
+                  to_markdown(fewshot_table(scierc, every, [8, 16], SCIERC.seeds)), "",
+                  to_markdown(best_epochs_display(scierc, every)), "",
+                  to_markdown(comparison_table(scierc, every, SCIERC.seeds,
+                                               [("prompt_ki", "prompt"), ("cloce_s", "prompt_ki"),
+                                                ("cloce_d", "prompt_ki"), ("prompt_ki", "finetune")])), ""]
+    full = records(FULL_CL_LR)
+    if full:
+        earlier = [json.loads(line) for line in (REPO / "benchmarks" / "results" / "semeval_full.jsonl").read_text().splitlines()
+                   if line.strip()]
+        earlier = [r for r in earlier if r["stage"] == "final" and r["status"] == "FINISHED"]
+        lines += ["### Full training set: cloce_d's contrastive lr (seed 1, `semeval_full`)", "",
+                  "| run | cl_lr | test micro-F1 | pairs per epoch |", "| --- | --- | --- | --- |"]
+        for row in [*earlier, *full]:
+            pairs = [e.get("pairs", {}).get("pairs_built", 0) for e in row["history"]]
+            lines.append(f"| {row['variant']} | {row['config'].get('cl_lr', '')} | {100 * row['test_micro_f1']:.1f} | "
+                         f"{', '.join(map(str, pairs)) if any(pairs) else ''} |")
+        lines.append("")
     return "\n".join(lines)
 
 
