@@ -176,8 +176,10 @@ def run_cell_stages(study: StudyConfig, context: TrialContext, tune_dir: str, re
     if not study.search.enabled or not study.searched(variant):  # nothing to search: seeds only
         constants, param_space, done = study.default_hyperparams(variant) | fixed, {}, []
     else:
-        param_space = search_space(study, variant) | fixed
-        constants = {name: value for name, value in param_space.items() if not isinstance(value, tune.search.sample.Domain)}
+        space = search_space(study, variant) | fixed
+        constants = {name: value for name, value in space.items() if not isinstance(value, tune.search.sample.Domain)}
+        # A search the results file already holds in full: the searcher suggests final seeds only.
+        param_space = space if searching else {}
     search = None
     if searching:
         # The cell's own seeded sampler: what it chooses does not depend on the cells beside it.

@@ -28,10 +28,10 @@ def test_records_are_found_by_stage_variant_and_k(tmp_path):
     assert again.of("search", "prompt", 16) == []
 
 
-def run_study(data_dir, model_dir, tmp_path, name: str, results, num_samples: int):
+def run_study(data_dir, model_dir, tmp_path, name: str, results, num_samples: int, seeds=(1, 2)):
     command = [
         sys.executable, str(SCRIPT), "--data-dir", str(data_dir), "--model", str(model_dir), "--variants", "prompt_ki",
-        "--ks", "2", "--seeds", "1", "2", "--num-samples", str(num_samples), "--epochs", "1",
+        "--ks", "2", "--seeds", *map(str, seeds), "--num-samples", str(num_samples), "--epochs", "1",
         "--study-dir", str(tmp_path / name), "--tracking-uri", f"sqlite:///{tmp_path / name}.db", "--num-cpus", "2",
         "--set", "search.asha=false", "--set", "train.num_threads=1", "--results-file", str(results),
     ]
@@ -69,6 +69,12 @@ def test_a_rerun_continues_from_the_results_file(tiny_semeval_dir, tiny_model_di
     assert [(r["stage"], r["seed"]) for r in ran] == expected
     assert second.count("] start  ") == len(expected)
     assert "| prompt_ki |" in second and "2/2" in second
+
+    # The search is whole in the results file: a third seed runs alone, on the chosen config.
+    third = run_study(tiny_semeval_dir, tiny_model_dir, tmp_path, "third", results, num_samples=2, seeds=(1, 2, 3))
+    last = [json.loads(line) for line in results.read_text().splitlines()][len(after):]
+    assert [(r["stage"], r["seed"], r["config"]) for r in last] == [("final", 3, chosen)]
+    assert third.count("] start  ") == 1 and "3/3" in third
 
 
 def test_a_changed_experiment_does_not_reuse_old_records(tmp_path):
