@@ -40,6 +40,7 @@ RESULTS = REPO / "experiments" / "results"
 WALL_TIME = RESULTS / "protocol_wall_time.jsonl"  # one line per part run, finished or interrupted
 CURVES = REPO / "docs" / "protocol_curves.png"
 REPORT = REPO / "docs" / "results.md"
+READING = RESULTS / "protocol_reading.md"  # hand-written reading of the main part, kept across re-runs
 SECTION = "## The few-shot protocol at K=16"  # benchmarks/fewshot_results.py keeps it when it rewrites the page
 
 
@@ -97,8 +98,10 @@ def run_part(part: Part, tracking_uri: str | None) -> int:
 def records(part: Part) -> list[dict]:
     if not part.results_file.exists():
         return []
+    from benchmarks.results_report import study_finals  # the search seed's final run is the best search trial
+
     rows = [json.loads(line) for line in part.results_file.read_text().splitlines() if line.strip()]
-    finals = [r for r in rows if r["stage"] == "final" and r["status"] == "FINISHED"]
+    finals = [r for r in study_finals(rows) if r["status"] == "FINISHED"]
     return [r | {"variant": part.label} for r in finals] if part.label else finals
 
 
@@ -126,6 +129,8 @@ def report() -> str:
                                                 ("prompt_ki", "finetune")])), ""]
         CURVES.parent.mkdir(parents=True, exist_ok=True)
         plot_learning_curves(main, CURVES, variants)
+        if READING.exists():
+            lines += [READING.read_text().rstrip(), ""]
     reference = [r for r in main if r["variant"] == "prompt_ki"]
     options = [(part, records(part)) for part in OPTIONS]
     if any(rows for _, rows in options):
