@@ -7,7 +7,9 @@ the search leaves (`reuse_actors`), not in new ones; a new Tuner and its process
 benchmarks/RESULTS.md), while the cell's slots stood idle.
 
 What each stage chooses is unchanged: the search is the cell's own seeded Optuna searcher,
-and the choice is `best_record` over the search's records, as the tables read it.
+and the choice is `best_record` over the search's records, as the tables read it. With ASHA
+the trial processes are not reused (a stopped trial must lose its process: study/stages.py),
+so there the gain is only that no second Tuner starts.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from ray.tune import Callback
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
+from study.pool import limiter_named
 from study.trial import trial_record
 
 OBJECTIVE, MODE = "best_val_micro_f1", "max"
@@ -53,7 +56,9 @@ def _publish(name: str, best: dict | None, error: BaseException | None) -> None:
 def best_record(records: list[dict]) -> dict | None:
     """The search's choice: the finished trial with the best val micro-F1 (None: none finished)."""
     finished = [r for r in records if r["status"] == "FINISHED"]
-    return max(finished, key=lambda r: r["val_micro_f1"]) if finished else None
+    # Ties broken by the configuration, not by completion order: the searcher (which sees
+    # trials as they end) and the tables (which read them in creation order) choose alike.
+    return max(finished, key=lambda r: (r["val_micro_f1"], config_key(r["config"]))) if finished else None
 
 
 def is_final(trial) -> bool:
@@ -79,6 +84,7 @@ class CellSearcher(Searcher):
         self.variant, self.k, self.publisher = variant, k, publisher
         self.live_search: dict[str, dict] = {}  # trial id -> its configuration
         self.recorded: set[str] = set()  # search trials whose end is in `records`
+        self.search_ids: set[str] = set()  # trials the inner search suggested: only those reach it
         self.finals_started: set[int] = set()  # seeds with a final trial in the Tuner
         self.chosen: dict | None = None  # the search's best record, once it has ended
         self.pending_seeds: list[int] | None = None  # None: the search has not ended yet
@@ -105,6 +111,7 @@ class CellSearcher(Searcher):
                 self.search_left -= 1
                 config = self.constants | suggestion | {"stage": "search"}
                 self.live_search[trial_id] = config
+                self.search_ids.add(trial_id)
                 return config
             self.search_left = 0
             self._choose_if_ended()
@@ -120,7 +127,7 @@ class CellSearcher(Searcher):
         config = self.live_search.pop(trial_id, None)
         if config is None:
             return  # a final trial: nothing depends on it here
-        if self.search is not None:
+        if self.search is not None and trial_id in self.search_ids:
             self.search.on_trial_complete(trial_id, result=result, error=error)
         self._record(trial_id, config, None if error else result)
         self._choose_if_ended()
@@ -131,10 +138,20 @@ class CellSearcher(Searcher):
                                          None if result else "trial failed"))
 
     def reconcile(self, trials) -> None:
-        """Agree with the Tuner's trials. Tune saves its trial list before the searcher, so a
-        driver killed between the two restores a searcher that missed the last events: a search
-        trial that ended (it would wait for it forever), one it never saw suggested, or a final
-        seed already started."""
+        """Agree with the Tuner's trials. Tune saves its trial list and its searcher one after
+        the other (and uploads them in no set order), so a killed driver can restore a searcher
+        that missed the last events (a search trial that ended: it would wait for it forever;
+        one it never saw suggested; a final seed already started) or one ahead of the trials (a
+        suggestion whose trial was never saved: suggested again)."""
+        known = {trial.trial_id for trial in trials}
+        for trial_id in [t for t in self.live_search if t not in known]:
+            del self.live_search[trial_id]
+            self.search_left += 1
+        seeds = {int(t.config["seed"]) for t in trials if (t.config or {}).get("stage") == "final"}
+        for seed in self.finals_started - seeds:
+            self.finals_started.discard(seed)
+            if self.pending_seeds is not None:
+                self.pending_seeds = sorted({*self.pending_seeds, seed}, key=self.seeds.index)
         for trial in trials:
             config = dict(trial.config or {})
             if config.get("stage") == "final":
@@ -153,7 +170,7 @@ class CellSearcher(Searcher):
         self._choose_if_ended()
 
     def on_trial_result(self, trial_id: str, result: Dict) -> None:
-        if trial_id in self.live_search and self.search is not None:
+        if trial_id in self.search_ids and trial_id in self.live_search and self.search is not None:
             self.search.on_trial_result(trial_id, result)
 
     def _choose_if_ended(self) -> None:
@@ -174,6 +191,10 @@ class CellSearcher(Searcher):
                  | ({best["seed"]} if self.reusable(best) else set()))
         self.pending_seeds = [s for s in self.seeds if s not in taken]
         _publish(self.publisher, best["config"], None)
+
+    def __setstate__(self, state: dict) -> None:  # unpickled (Tuner.restore): the searcher in use
+        self.__dict__.update(state)
+        _SEARCHERS[self.publisher] = self
 
     # Tune saves a searcher with its experiment state, for `Tuner.restore`.
     def get_state(self) -> dict:
@@ -211,6 +232,9 @@ class CellSearchSync(Callback):
         self.publisher = publisher
 
     def on_step_begin(self, iteration, trials, **info):
+        limiter = limiter_named(self.publisher)
+        if limiter is not None:
+            limiter.reconcile(trials)
         searcher = _SEARCHERS.get(self.publisher)
         if searcher is not None:
             searcher.reconcile(trials)
@@ -224,7 +248,10 @@ class SearchOnlyASHA(ASHAScheduler):
             super().on_trial_add(tune_controller, trial)
 
     def on_trial_result(self, tune_controller, trial, result):
-        return TrialScheduler.CONTINUE if is_final(trial) else super().on_trial_result(tune_controller, trial, result)
+        # A trial's end (its summary, "final") is never cut: the record needs that report.
+        if is_final(trial) or "final" in result:
+            return TrialScheduler.CONTINUE
+        return super().on_trial_result(tune_controller, trial, result)
 
     def on_trial_complete(self, tune_controller, trial, result):
         if not is_final(trial):

@@ -71,13 +71,36 @@ def slots_named(name: str) -> StudySlots:
         return _SLOTS.setdefault(name, StudySlots(None))
 
 
+# The limiter a cell's Tuner really uses, by its searcher's publisher name (study/cell_search.py).
+_LIMITERS: dict[str, "CellLimiter"] = {}
+
+
+def limiter_named(name: str) -> "CellLimiter | None":
+    return _LIMITERS.get(name)
+
+
 class CellLimiter(ConcurrencyLimiter):
     """Tune's ConcurrencyLimiter for one cell (`cell_limit` live trials), which also takes one
     of the study's slots for every trial it suggests and gives it back when the trial ends."""
 
     def __init__(self, searcher: Searcher, cell_limit: int, slots_name: str):
         self.slots_name = slots_name
+        self.publisher = getattr(searcher, "publisher", "")
         super().__init__(searcher, max_concurrent=cell_limit)
+        _LIMITERS[self.publisher] = self
+
+    def __setstate__(self, state: dict) -> None:  # unpickled (Tuner.restore): the limiter in use
+        self.__dict__.update(state)
+        _LIMITERS[self.publisher] = self
+
+    def reconcile(self, trials) -> None:
+        """Its live trials as the Tuner's trials say (its saved state can be older or newer:
+        CellSearcher.reconcile); a trial it counts that has ended would hold a place forever."""
+        live = {t.trial_id for t in trials if t.status not in ("TERMINATED", "ERROR")}
+        for trial_id in self.live_trials - live:
+            slots_named(self.slots_name).give_back(trial_id)
+        self.live_trials = set(live)
+        self.num_unfinished_live_trials = len(live)
 
     def suggest(self, trial_id: str) -> Optional[Dict]:
         if len(self.live_trials) >= self.max_concurrent:

@@ -199,7 +199,10 @@ def run_cell_stages(study: StudyConfig, context: TrialContext, tune_dir: str, re
     if searcher.chosen is None and searcher.pending_seeds == []:
         raise RuntimeError(f"every search trial of {variant} K={k} failed; see the MLflow runs")
     scheduler = asha_scheduler(epochs, study.search.grace_period) if study.search.asha and searching else None
+    # More than it needs: the searcher ends the Tuner itself (FINISHED), and a restored one may
+    # suggest a trial again whose first suggestion was never saved (CellSearcher.reconcile).
     runs = trials + len(searcher.pending_seeds if searcher.pending_seeds is not None else study.seeds)
+    runs = 2 * runs if runs else 0
     callbacks = [*callbacks, CellSearchSync(publisher)]
     if ledger:
         callbacks.append(LedgerWriter(ledger, variant, k, "search", fingerprint))

@@ -143,3 +143,39 @@ def test_a_searcher_restored_from_a_state_older_than_the_tuners_trials_catches_u
     assert restored.suggest("d")["seed"] == 3 and restored.suggest("e") == Searcher.FINISHED
     restored.reconcile(trials)  # again, at every step: nothing changes
     assert len(restored.records) == 2
+
+
+def test_a_searcher_ahead_of_the_saved_trials_suggests_again_what_was_never_saved():
+    searcher = cell(Listed([{"margin": 0.2}, {"margin": 0.8}, {"margin": 0.5}]))
+    searcher.suggest("a"), searcher.suggest("b")
+    # The trial list was saved before "b" existed: "b" is suggested again under a new id.
+    searcher.reconcile([SimpleNamespace(trial_id="a", status="RUNNING", config={"stage": "search"}, last_result={})])
+    assert "b" not in searcher.live_search and searcher.suggest("c")["margin"] == 0.5
+    # A trial the inner search never suggested ("x", adopted from the Tuner) never reaches it.
+    searcher.reconcile([SimpleNamespace(trial_id=t, status="RUNNING", config={"seed": 1, "lr": 1e-4, "margin": 0.2, "stage": "search"},
+                                        last_result={}) for t in ("a", "c", "x")])
+    for trial_id, val in (("a", 0.5), ("c", 0.6), ("x", 0.4)):
+        searcher.on_trial_complete(trial_id, finished(val))
+    assert [t for t, _ in searcher.search.told] == ["a", "c"]
+    chosen_seed = searcher.suggest("d")["seed"]
+    searcher.reconcile([])  # the final trial "d" was never saved either: its seed runs again
+    assert searcher.suggest("e")["seed"] == chosen_seed
+
+
+def test_a_tie_is_broken_by_the_configuration_not_by_the_order_trials_ended():
+    from study.cell_search import best_record
+
+    one = {"status": "FINISHED", "val_micro_f1": 0.5, "config": {"lr": 1e-4, "margin": 0.2}}
+    two = {"status": "FINISHED", "val_micro_f1": 0.5, "config": {"lr": 1e-4, "margin": 0.8}}
+    assert best_record([one, two]) is best_record([two, one])
+
+
+def test_a_limiter_restored_with_an_ended_trial_frees_its_place():
+    from study.pool import CellLimiter, register_slots
+
+    register_slots("test-reconcile", None)
+    searcher = cell(Listed([{"margin": 0.2}, {"margin": 0.8}]), publisher="test-limiter")
+    limiter = CellLimiter(searcher, 1, "test-reconcile")
+    assert limiter.suggest("a") is not None and limiter.suggest("b") is None  # one at a time
+    limiter.reconcile([SimpleNamespace(trial_id="a", status="TERMINATED")])  # its end was never told
+    assert limiter.suggest("b") is not None
