@@ -3,7 +3,8 @@ head with 0 CPUs + two 2-CPU worker nodes (`ray start`, each its own temp dir, f
 a real `mlflow server` (SQLite + artifacts dir) as the tracking URI over HTTP, shared storage;
 a small study submitted with `ray job submit`; then one worker's raylet SIGKILLed mid-study
 and the tracking server stopped for 30 s and started again on the same store.
-The code is study/local_cluster.py, the same that `experiments/local_cluster.sh` runs.
+The code is study/local_cluster.py (the cluster) and study/chaos_study.py (the study), the same
+that `experiments/local_cluster.sh` runs.
 
 Only this test's processes are stopped, by process group / temp dir (never `ray stop`).
 The fast tests at the end check the tracking retries on their own.
@@ -39,7 +40,8 @@ def chaos_study(tiny_semeval_dir, tiny_model_dir):
     reason = missing_cluster_tools()
     if reason:
         pytest.skip(reason)
-    from study.local_cluster import LocalCluster, StudyPlan, print_report, problems, run_chaos_study
+    from study.chaos_study import StudyPlan, problems, run_chaos_study
+    from study.local_cluster import LocalCluster, print_report
 
     root = tempfile.mkdtemp(prefix="lcl_", dir="/tmp")  # short: Ray's unix sockets live under it
     cluster = LocalCluster.start(root)
@@ -183,7 +185,7 @@ def test_a_refused_request_and_a_local_store_are_not_retried(quick_retries):
 
 def test_a_real_unreachable_server_is_waited_for_then_named(monkeypatch, tmp_path):
     monkeypatch.setenv(tracking.RETRY_ENV, "2")
-    from study.local_cluster import free_ports
+    from study.processes import free_ports
 
     uri = f"http://127.0.0.1:{free_ports(1)[0]}"  # nothing listens there
     with pytest.raises(tracking.TrackingUnavailable, match=uri):

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from study.local_cluster import UPLOAD_EXCLUDES, free_ports, own_processes, stop_processes
+from study.chaos_study import UPLOAD_EXCLUDES
+from study.processes import free_ports, own_processes, stop_processes
 
 REPO = Path(__file__).resolve().parents[1]
 
