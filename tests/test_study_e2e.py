@@ -94,6 +94,6 @@ def test_tiny_two_stage_study_killed_then_resumed(tiny_semeval_dir, tiny_model_d
     table = Path(client.download_artifacts(parent.info.run_id, "results/fewshot_table.csv", str(tmp_path)))
     rows = list(csv.DictReader(io.StringIO(table.read_text())))
     assert [r["variant"] for r in rows] == ["prompt_ki", "cloce_s"]
-    assert all(r["K=2 seeds"] == "2/2" for r in rows)
+    assert all(r["K=2 seeds"] == "2/2" for r in rows), (rows, done.stdout[-6000:])
     # Every trial finished: none of their checkpoints (weights + optimiser state) is left.
     assert not [p for p in study_dir.rglob("checkpoint_*") if p.is_dir()]
