@@ -48,8 +48,8 @@ def run_study(experiment: str, results_file: Path, extra: list[str], tracking_ur
 
 
 @contextlib.contextmanager
-def timed_part(part: str):
-    """Appends the part's wall time to WALL_TIME when it ends, also when it is interrupted
+def timed_part(part: str, wall_file: Path = WALL_TIME):
+    """Appends the part's wall time to `wall_file` when it ends, also when it is interrupted
     (Ctrl-C, or SIGTERM, turned into an exit below), so the page can say what the run cost."""
     from study.ledger import code_version
 
@@ -61,7 +61,7 @@ def timed_part(part: str):
         line = {"part": part, "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(started)),
                 "seconds": round(time.time() - started, 1), "finished": finished, "code": code_version(),
                 "machine": f"{os.cpu_count()} cores"}
-        with WALL_TIME.open("a") as out:
+        with wall_file.open("a") as out:
             out.write(json.dumps(line) + "\n")
 
 

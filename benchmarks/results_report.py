@@ -20,13 +20,16 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def study_finals(records: list[dict], search_seed: int = 1) -> list[dict]:
     """Final-stage rows of a study's results file: the final trials, plus per cell the best
-    search trial (on val), which is the search seed's final run (the study reuses it)."""
+    search trial (on val), which is the search seed's final run (the study reuses it); a tie
+    goes as the study broke it (`best_record`)."""
+    from study.cell_search import best_record
+
     finals = [r for r in records if r["stage"] == "final"]
     for cell in {(r["variant"], r["k"]) for r in records if r["stage"] == "search"}:
         searched = [r for r in records if r["stage"] == "search" and (r["variant"], r["k"]) == cell
                     and r["status"] == "FINISHED"]
         if searched and not any(r["seed"] == search_seed and (r["variant"], r["k"]) == cell for r in finals):
-            finals.append(max(searched, key=lambda r: r["val_micro_f1"]) | {"stage": "final"})
+            finals.append(best_record(searched) | {"stage": "final"})
     return finals
 
 

@@ -74,11 +74,13 @@ ADAPT_HELP = {
 }
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    hints = typing.get_type_hints(TrainConfig)
-    for field in dataclasses.fields(TrainConfig):
+def _add_config_flags(parser: argparse.ArgumentParser, config_class=TrainConfig, help_texts=TRAIN_HELP) -> None:
+    """One flag per field of a config dataclass; a bool is a switch (argparse's type=bool would
+    read "--head-only False" as True)."""
+    hints = typing.get_type_hints(config_class)
+    for field in dataclasses.fields(config_class):
         flag = "--" + field.name.replace("_", "-")
-        help_text = f"{TRAIN_HELP[field.name]} (default: {field.default})"
+        help_text = f"{help_texts[field.name]} (default: {field.default})"
         hint = hints[field.name]
         if hint is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default, help=help_text)
@@ -114,12 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     adapt.add_argument("--train", help="training file (overrides the one in --data-dir)")
     adapt.add_argument("--format", choices=("auto", "tacred", "opennre"), default="auto")
     adapt.add_argument("--model", help="Hugging Face model id or local path (default: the bundled all-MiniLM-L6-v2)")
-    for field in dataclasses.fields(MlmAdaptConfig):
-        # argparse's type=bool would read "--head-only False" as True: a bool is a switch.
-        is_switch = type(field.default) is bool
-        kind = {"action": argparse.BooleanOptionalAction} if is_switch else {"type": type(field.default)}
-        adapt.add_argument("--" + field.name.replace("_", "-"), **kind, default=field.default,
-                           help=f"{ADAPT_HELP[field.name]} (default: {field.default})")
+    _add_config_flags(adapt, MlmAdaptConfig, ADAPT_HELP)
     adapt.add_argument("--cache-dir", help=TRAIN_HELP["cache_dir"])
     adapt.add_argument("--device", default="auto")
     adapt.add_argument("--num-threads", type=int, help=TRAIN_HELP["num_threads"])

@@ -111,10 +111,6 @@ def micro_prf(
     return precision, recall, _f1(precision, recall)
 
 
-def _semeval_type(label: str) -> str:
-    return label.split("(", 1)[0]
-
-
 def semeval_macro_f1(gold: Sequence[str], pred: Sequence[str]) -> float:
     """The official SemEval-2010 Task 8 score, as a fraction in [0, 1].
 
@@ -132,7 +128,7 @@ def semeval_macro_f1(gold: Sequence[str], pred: Sequence[str]) -> float:
     predicted: dict[str, int] = {}
     support: dict[str, int] = {}
     for g, p in zip(gold, pred):
-        gold_type, pred_type = _semeval_type(g), _semeval_type(p)
+        gold_type, pred_type = _undirected(g), _undirected(p)
         support[gold_type] = support.get(gold_type, 0) + 1
         predicted[pred_type] = predicted.get(pred_type, 0) + 1
         if g == p:
@@ -212,17 +208,10 @@ def evaluate(gold_ids: Sequence[int], pred_ids: Sequence[int], label_map: LabelM
             RelationScore(label, precision, recall, _f1(precision, recall), support[label_id], predicted[label_id])
         )
 
-    macro = None
-    if is_semeval_label_set(label_map.labels):
-        macro = semeval_macro_f1(
-            [label_map.labels[i] for i in gold_ids], [label_map.labels[i] for i in pred_ids]
-        )
-
-    direction = None
-    if has_directed_labels(label_map.labels):
-        direction = direction_report(
-            [label_map.labels[i] for i in gold_ids], [label_map.labels[i] for i in pred_ids]
-        )
+    gold_names = [label_map.labels[i] for i in gold_ids]
+    pred_names = [label_map.labels[i] for i in pred_ids]
+    macro = semeval_macro_f1(gold_names, pred_names) if is_semeval_label_set(label_map.labels) else None
+    direction = direction_report(gold_names, pred_names) if has_directed_labels(label_map.labels) else None
 
     return Evaluation(
         micro_precision=micro_p,

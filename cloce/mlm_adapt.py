@@ -131,7 +131,7 @@ def train_masked_lm(backbone: str, sentences: Sequence[Sequence[str]], config: M
         collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=config.mask_probability,
                                                    seed=config.seed)
         order = torch.Generator().manual_seed(config.seed)
-        optimizer = _adamw(model, config.lr, config.weight_decay)
+        optimizer = optim.model_adamw(model, config.lr, config.weight_decay)
         warmup = int(config.steps * config.warmup_ratio)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: (s + 1) / (warmup + 1) if s < warmup else (config.steps - s) / (config.steps - warmup)
@@ -143,7 +143,7 @@ def train_masked_lm(backbone: str, sentences: Sequence[Sequence[str]], config: M
         lengths = [len(e["input_ids"]) for e in examples]
         for picked in _batches(lengths, config.batch_size, config.steps, order):
             batch = {k: v.to(device) for k, v in collator([examples[i] for i in picked]).items()}
-            loss = masked_lm_loss(model, loaded.head_name, batch, train_encoder=not config.head_only)
+            loss = masked_lm_loss(model, loaded.head_name, batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -209,29 +209,19 @@ def freeze_all_but_head(model: nn.Module, head_name: str) -> None:
             param.requires_grad_(True)
 
 
-def masked_lm_loss(model: nn.Module, head_name: str, batch: dict[str, torch.Tensor],
-                   train_encoder: bool = True) -> torch.Tensor:
+def masked_lm_loss(model: nn.Module, head_name: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """The model's own MLM loss, with the head applied at the masked positions only: the
     vocabulary projection of the other ~85% adds nothing to the loss and would be most of
-    the compute on a small encoder. Without `train_encoder` the encoder keeps no graph."""
+    the compute on a small encoder. A frozen encoder (head_only) records no graph: no
+    parameter of it requires a gradient."""
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
-    with torch.set_grad_enabled(train_encoder and torch.is_grad_enabled()):
-        states = model.base_model(**inputs).last_hidden_state
+    states = model.base_model(**inputs).last_hidden_state
     masked = batch["labels"] != -100
     if not masked.any():  # a tiny batch can draw no mask at all: a zero loss, no update
         # Zero through what trains: a frozen encoder's states carry no graph.
-        anchor = states if train_encoder else model.get_submodule(head_name)(states[:0])
+        anchor = states if states.requires_grad else model.get_submodule(head_name)(states[:0])
         return anchor.sum() * 0.0
     logits = model.get_submodule(head_name)(states[masked])
     return F.cross_entropy(logits.float(), batch["labels"][masked])
 
 
-def _adamw(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """No decay on biases, LayerNorm weights or embeddings, as the classification optimiser."""
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:  # frozen by head_only
-            continue
-        exempt = param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name or "embeddings" in name
-        (no_decay if exempt else decay).append(param)
-    return optim.adamw([{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr)

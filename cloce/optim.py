@@ -8,6 +8,7 @@ The update is the same; only the float rounding differs.
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 
 def adamw(param_groups: list[dict], lr: float, weight_decay: float = 0.0) -> torch.optim.AdamW:
@@ -15,3 +16,15 @@ def adamw(param_groups: list[dict], lr: float, weight_decay: float = 0.0) -> tor
         return torch.optim.AdamW(param_groups, lr=lr, weight_decay=weight_decay, fused=True)
     except (RuntimeError, ValueError):  # no fused kernel for this device or dtype
         return torch.optim.AdamW(param_groups, lr=lr, weight_decay=weight_decay)
+
+
+def model_adamw(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW over a model's trainable parameters: no weight decay on biases, LayerNorm weights
+    and embedding rows (they include the soft labels)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        exempt = param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name or "embeddings" in name
+        (no_decay if exempt else decay).append(param)
+    return adamw([{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr)

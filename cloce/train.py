@@ -18,6 +18,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from cloce import optim
+from cloce.optim import model_adamw as adamw  # a module global: experiments/prompt_head_probe.py swaps it
 from cloce.batching import STAND_IN, GlobalBatchSampler, global_batch_sizes, share_weight, worker_share
 from cloce.config import TrainConfig
 from cloce.contrastive import PairSet, build_contrastive_pairs
@@ -294,7 +295,6 @@ def contrastive_pass(model, pipeline, pairs: PairSet, optimizer, margin, kind: s
     if not pairs.pairs or optimizer is None:
         return None
     output = "embedding_mean" if kind == "embedding" else ("mask_vector" if config.cl_vector == "mask" else "mask_mean")
-    collate = Collator(pipeline.tokenizer.pad_token_id)
     model.train()
     total, count = 0.0, 0
     # Workers split each global mini-batch of `cl_batch_size` pairs of the (identical) pair
@@ -312,7 +312,7 @@ def contrastive_pass(model, pipeline, pairs: PairSet, optimizer, margin, kind: s
         rows = torch.tensor([row_of[id(p.anchor)] for p in chunk], device=runtime.device)
         with autocast(runtime.device, config.bf16):
             states = encode_by_length(model, pipeline, [*anchor_of.values(), *(p.partner for p in chunk)], output,
-                                      collate, runtime.device, config.batch_size)
+                                      runtime.device, config.batch_size)
         s_i, s_j = states[: len(anchor_of)][rows], states[len(anchor_of) :]
         mean = contrastive_margin_loss(s_i.float(), s_j.float(), y, margin() if margin else config.margin)
         check_finite(mean, "contrastive")
@@ -331,19 +331,18 @@ def contrastive_pass(model, pipeline, pairs: PairSet, optimizer, margin, kind: s
     return sum(t for t, _ in totals) / max(1, sum(c for _, c in totals))
 
 
-def encode_by_length(model, pipeline, instances: list[TokenizedInstance], output: str, collate, device,
+def encode_by_length(model, pipeline, instances: list[TokenizedInstance], output: str, device,
                      chunk_size: int) -> torch.Tensor:
     """The model's `output` for each instance, in their order, encoded in length-sorted chunks:
     one batch of all a step's anchors and partners would pad ~30 sentences to the longest
     (benchmarks/RESULTS.md, 2). The chunks share one autograd graph, so a single backward
     gives the same gradient."""
-    encoded = [pipeline.template.encode(x) for x in instances]
+    encoded = pipeline.encode(instances)
+    collate = Collator(pipeline.tokenizer.pad_token_id)
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
     parts = [model(to_device(collate([(0, encoded[i]) for i in order[start : start + chunk_size]]), device), output=output)
              for start in range(0, len(order), chunk_size)]
-    position = torch.empty(len(order), dtype=torch.long)
-    position[torch.tensor(order)] = torch.arange(len(order))
-    return torch.cat(parts)[position.to(device)]
+    return torch.cat(parts)[torch.tensor(order, device=device).argsort()]  # back to the given order
 
 
 @torch.inference_mode()
@@ -368,18 +367,6 @@ def evaluate_split(model, pipeline, split: EncodedSplit, config: TrainConfig, ru
     predictions = probs.argmax(-1).tolist()
     gold = [e.label for e in split.items]
     return evaluate(gold, predictions, pipeline.label_map), predictions
-
-
-def adamw(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """No weight decay on biases, LayerNorm weights and embedding rows (they include the soft labels)."""
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        exempt = param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name or "embeddings" in name
-        (no_decay if exempt else decay).append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return optim.adamw(groups, lr)
 
 
 def contrastive_optimizer(model: nn.Module, kind: str, lr: float, margin: BoundedMargin | None):

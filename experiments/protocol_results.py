@@ -23,11 +23,9 @@ Each direction part and the head-only part pair with semeval_protocol's prompt_k
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,28 +83,24 @@ PARTS = {part.name: part for part in (MAIN, *OPTIONS, SCIERC, FULL_CL_LR)}
 
 
 def run_part(part: Part, tracking_uri: str | None) -> int:
+    from benchmarks.fewshot_results import timed_part
+
     command = part.command(tracking_uri)
     print("$", " ".join(command), flush=True)
-    started = time.time()
-    code = subprocess.call(command, env=os.environ | {"OMP_NUM_THREADS": "1"}, cwd=REPO)
-    with WALL_TIME.open("a") as sink:
-        sink.write(json.dumps({"part": part.name, "seconds": round(time.time() - started), "exit": code,
-                               "ended": time.strftime("%Y-%m-%d %H:%M")}) + "\n")
-    return code
+    with timed_part(part.name, WALL_TIME):
+        return subprocess.call(command, env=os.environ | {"OMP_NUM_THREADS": "1"}, cwd=REPO)
 
 
 def records(part: Part) -> list[dict]:
-    if not part.results_file.exists():
-        return []
-    from benchmarks.results_report import study_finals  # the search seed's final run is the best search trial
+    from benchmarks.results_report import read_jsonl, study_finals  # the search seed's final run: its best search trial
 
-    rows = [json.loads(line) for line in part.results_file.read_text().splitlines() if line.strip()]
-    finals = [r for r in study_finals(rows) if r["status"] == "FINISHED"]
+    finals = [r for r in study_finals(read_jsonl(part.results_file)) if r["status"] == "FINISHED"]
     return [r | {"variant": part.label} for r in finals] if part.label else finals
 
 
 def report() -> str:
     """The docs/results.md section: tables from whatever has finished."""
+    from benchmarks.results_report import provenance, wall_time
     from study.comparisons import comparison_table
     from study.plots import plot_learning_curves
     from study.tables import best_epochs_display, fewshot_table, to_markdown
@@ -117,9 +111,11 @@ def report() -> str:
              "Produced by `python experiments/protocol_results.py` (parts and protocol in its docstring and "
              "`experiments/semeval_protocol.toml`); `--report` rewrites this section from "
              "`experiments/results/*.jsonl`. Test on all 2,717 test sentences at the best val epoch; "
-             "micro-F1 excludes `Other`; mean ± sample std over the seeds that finished.", ""]
+             "micro-F1 excludes `Other`; mean ± sample std over the seeds that finished. "
+             + wall_time(WALL_TIME, []), ""]
     if main:
         lines += [to_markdown(fewshot_table(main, variants, [16], MAIN.seeds)), "",
+                  f"Rows by the commit that ran them: {provenance(main)}.", "",
                   "Best validation epoch (Table 4 style; curves in `docs/protocol_curves.png`):", "",
                   to_markdown(best_epochs_display(main, variants)), "",
                   "Paired over seeds (same K-shot sample per seed) and over test sentences (paired "
@@ -138,6 +134,7 @@ def report() -> str:
         labels = ["prompt_ki", *(part.label for part, part_rows in options if part_rows)]
         lines += ["### Direction errors and the head-only masked-LM adaptation (prompt_ki, paired with its seeds above)", "",
                   to_markdown(fewshot_table(rows, labels, [16], MAIN.seeds)), "",
+                  f"Rows by the commit that ran them: {provenance(rows)}.", "",
                   to_markdown(comparison_table(rows, labels, MAIN.seeds,
                                                [(label, "prompt_ki") for label in labels[1:]])), ""]
     scierc = records(SCIERC)
@@ -145,15 +142,17 @@ def report() -> str:
         every = ["finetune", "prompt", "prompt_ki", "cloce_s", "cloce_d"]
         lines += ["### SciERC: real entity types (`experiments/scierc_protocol.toml`)", "",
                   to_markdown(fewshot_table(scierc, every, [8, 16], SCIERC.seeds)), "",
+                  f"Rows by the commit that ran them: {provenance(scierc)}.", "",
                   to_markdown(best_epochs_display(scierc, every)), "",
                   to_markdown(comparison_table(scierc, every, SCIERC.seeds,
                                                [("prompt_ki", "prompt"), ("cloce_s", "prompt_ki"),
                                                 ("cloce_d", "prompt_ki"), ("prompt_ki", "finetune")])), ""]
     full = records(FULL_CL_LR)
     if full:
-        earlier = [json.loads(line) for line in (REPO / "benchmarks" / "results" / "semeval_full.jsonl").read_text().splitlines()
-                   if line.strip()]
-        earlier = [r for r in earlier if r["stage"] == "final" and r["status"] == "FINISHED"]
+        from benchmarks.fewshot_results import FULL
+        from benchmarks.results_report import read_jsonl
+
+        earlier = [r for r in read_jsonl(FULL) if r["stage"] == "final" and r["status"] == "FINISHED"]
         lines += ["### Full training set: cloce_d's contrastive lr (seed 1, `semeval_full`)", "",
                   "| run | cl_lr | test micro-F1 | pairs per epoch |", "| --- | --- | --- | --- |"]
         for row in [*earlier, *full]:

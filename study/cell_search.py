@@ -3,8 +3,8 @@ configuration on every final seed, suggested the moment the last search trial ha
 
 One Tuner per cell instead of one per stage: the final trials start in the trial processes
 the search leaves (`reuse_actors`), not in new ones; a new Tuner and its processes took
-25-48 s to start its first final trial on a loaded 2-core machine (issue 14's benchmark 7,
-benchmarks/RESULTS.md), while the cell's slots stood idle.
+25-48 s to start its first final trial on a loaded 2-core machine, while the cell's slots
+stood idle (a one-off probe of benchmark 7's study: benchmarks/readings.md, 7).
 
 What each stage chooses is unchanged: the search is the cell's own seeded Optuna searcher,
 and the choice is `best_record` over the search's records, as the tables read it. With ASHA
@@ -61,6 +61,21 @@ def best_record(records: list[dict]) -> dict | None:
     return max(finished, key=lambda r: (r["val_micro_f1"], config_key(r["config"]))) if finished else None
 
 
+def stands_as_final(record: dict, seeds, epochs: int) -> bool:
+    """A chosen search trial is its seed's final run (same config, same seed) when that seed is
+    one of the study's and it trained every epoch (ASHA did not cut it)."""
+    return record.get("seed") in seeds and len(record.get("history") or []) == epochs
+
+
+def fixed_config(constants: dict) -> dict:
+    """The configuration of a cell with nothing to search: its param space's fixed values."""
+    return {name: value for name, value in constants.items() if name not in ("seed", "stage")}
+
+
+def search_failed(variant: str, k: int) -> RuntimeError:
+    return RuntimeError(f"every search trial of {variant} K={k} failed; see the MLflow runs")
+
+
 def is_final(trial) -> bool:
     return (getattr(trial, "config", None) or {}).get("stage") == "final"
 
@@ -91,10 +106,6 @@ class CellSearcher(Searcher):
         _SEARCHERS[publisher] = self
         if self.search_left == 0:
             self._choose()
-
-    def reusable(self, record: dict) -> bool:
-        """The chosen search trial counts as its seed's final run: same config, same seed."""
-        return record.get("seed") in self.seeds and len(record.get("history") or []) == self.epochs
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         if self.search is None:
@@ -181,14 +192,13 @@ class CellSearcher(Searcher):
         best = best_record(self.records) if self.records else None
         if self.records and best is None:
             self.pending_seeds = []
-            _publish(self.publisher, None, RuntimeError(
-                f"every search trial of {self.variant} K={self.k} failed; see the MLflow runs"))
+            _publish(self.publisher, None, search_failed(self.variant, self.k))
             return
         if best is None:  # nothing was searched: the constants are the configuration
-            best = {"config": {n: v for n, v in self.constants.items() if n not in ("seed", "stage")}, "seed": None}
+            best = {"config": fixed_config(self.constants), "seed": None}
         self.chosen = best
-        taken = (set(self.finals_done.get(config_key(best["config"]), ())) | self.finals_started
-                 | ({best["seed"]} if self.reusable(best) else set()))
+        reused = {best["seed"]} if stands_as_final(best, self.seeds, self.epochs) else set()
+        taken = set(self.finals_done.get(config_key(best["config"]), ())) | self.finals_started | reused
         self.pending_seeds = [s for s in self.seeds if s not in taken]
         _publish(self.publisher, best["config"], None)
 

@@ -7,7 +7,7 @@ prompt_ki (and prompt_ki than prompt) by more than the seeds and the test senten
 - Over the test sentences: every run of a study is tested on the same sentences, so per seed a
   paired bootstrap draws the sentences with replacement (the same draw for both variants),
   recomputes both micro-F1 and takes the difference: 1,000 resamples by default, seeded by
-  (bootstrap_seed, K, seed), the 2.5 and 97.5 percentiles as the 95% interval. It needs each
+  (BOOTSTRAP_SEED, K, seed), the 2.5 and 97.5 percentiles as the 95% interval. It needs each
   trial's ``test_labels`` (gold and predicted label ids per sentence); records without them
   (older results files) get no interval.
 
@@ -124,16 +124,13 @@ def paired_bootstrap(variant: Mapping[str, object], reference: Mapping[str, obje
 
 # ---------------------------------------------------------------- frames
 
-def comparison_seeds(rows: Sequence[Row], pairs: Sequence[tuple[str, str]] | None = None,
-                     seeds: Sequence[int] | None = None, resamples: int = RESAMPLES,
-                     bootstrap_seed: int = BOOTSTRAP_SEED) -> pl.DataFrame:
+def comparison_seeds(rows: Sequence[Row], pairs: Sequence[tuple[str, str]],
+                     seeds: Sequence[int] | None = None, resamples: int = RESAMPLES) -> pl.DataFrame:
     """One row per (variant, reference, K, seed) where both finished: their test micro-F1, the
     difference, and the bootstrap interval over test sentences (null, with a note, when a
     trial carries no per-sentence labels or the two were tested on different sentences)."""
     done = {(r["variant"], r["k"], r["seed"]): r for r in _finished_rows(rows)
             if seeds is None or r["seed"] in set(seeds)}
-    if pairs is None:
-        pairs = default_pairs(sorted({variant for variant, _, _ in done}))
     records = []
     for variant, reference in pairs:
         for (name, k, seed), row in sorted(done.items(), key=lambda item: (item[0][1], item[0][2])):
@@ -148,7 +145,7 @@ def comparison_seeds(rows: Sequence[Row], pairs: Sequence[tuple[str, str]] | Non
                 record["bootstrap_note"] = "no per-sentence test labels"
             else:
                 try:
-                    boot = paired_bootstrap(row["test_labels"], other["test_labels"], resamples, [bootstrap_seed, k, seed])
+                    boot = paired_bootstrap(row["test_labels"], other["test_labels"], resamples, [BOOTSTRAP_SEED, k, seed])
                 except ValueError as err:
                     record["bootstrap_note"] = str(err)
                 else:

@@ -72,7 +72,7 @@ class SearchSpace:
 @dataclass(frozen=True)
 class SearchConfig:
     num_samples: int  # Optuna trials per (variant, K) cell
-    search_seed: int  # K-shot sample seed of stage 1, and the Optuna sampler seed
+    search_seed: int = 1  # K-shot sample seed of stage 1, and the Optuna sampler seed
     # Trials of one cell at a time, each stage; 0: all of them (every cell runs at once anyway:
     # study/pool.py). 1 makes TPE past its random start-up independent of completion order.
     max_concurrent_trials: int = 0
@@ -122,8 +122,7 @@ class StudyConfig:
     def searched(self, variant: str) -> dict[str, tuple[float, float]]:
         """The parameters the variant's search draws, with their ranges (none: no search runs)."""
         space = asdict(self.search_space(variant))
-        space.pop("lr_from")
-        if space.get("lr") is not None and self.search_space(variant).lr_from:
+        if space.pop("lr_from"):
             space.pop("lr")  # taken from another cell
         return {name: span for name, span in space.items() if isinstance(span, tuple)}
 

@@ -27,9 +27,8 @@ _STUDY_KEYS = {
     "variants": (tuple[str, ...], _REQUIRED), "ks": (tuple[int, ...], _REQUIRED),
     "seeds": (tuple[int, ...], _REQUIRED), "requires_data_dir": (bool, False),
 }
-# The dataclasses' own defaults; the file may leave out search_seed (1), which the dataclass wants.
+# The dataclasses' own defaults.
 _SEARCH_KEYS = {name: (hint, getattr(SearchConfig, name, _REQUIRED)) for name, hint in get_type_hints(SearchConfig).items()}
-_SEARCH_KEYS["search_seed"] = (int, 1)
 _RESOURCES_KEYS = {name: (hint, getattr(ResourcesConfig, name)) for name, hint in get_type_hints(ResourcesConfig).items()}
 _TRAIN_HINTS = {name: hint for name, hint in get_type_hints(TrainConfig).items() if name not in SET_BY_STUDY}
 _SECTIONS = ("study", "train", "search", "resources", "spaces")

@@ -67,12 +67,12 @@ class LedgerWriter(Callback):
     """Appends each trial of one cell's Tuner to the ledger when it ends: finished trials,
     and search trials ASHA stopped early (their best val F1 is still Optuna's answer)."""
 
-    def __init__(self, ledger: TrialLedger, variant: str, k: int, stage: str, fingerprint: str):
-        self.ledger, self.variant, self.k, self.stage, self.fingerprint = ledger, variant, k, stage, fingerprint
+    def __init__(self, ledger: TrialLedger, variant: str, k: int, fingerprint: str):
+        self.ledger, self.variant, self.k, self.fingerprint = ledger, variant, k, fingerprint
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         result = trial.last_result or {}
-        stage = trial.config.get("stage", self.stage)  # both stages of a cell share one Tuner
+        stage = trial.config["stage"]  # both stages of a cell share one Tuner (study/cell_search.py)
         record = trial_record(result, trial.config, self.variant, self.k, stage)
         if record["status"] != "FINISHED":
             if stage != "search" or result.get("best_val_micro_f1") is None or result.get("error"):

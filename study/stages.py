@@ -25,7 +25,8 @@ from study import tracking
 from study.cleanup import discard_finished_checkpoints
 from study.config import CONTRASTIVE_VARIANTS, LOG_UNIFORM, StudyConfig
 from study.cell_search import (
-    MODE, OBJECTIVE, CellSearcher, CellSearchSync, SearchOnlyASHA, best_record, config_key, register_publisher,
+    MODE, OBJECTIVE, CellSearcher, CellSearchSync, SearchOnlyASHA, best_record, config_key, fixed_config,
+    register_publisher, search_failed, stands_as_final,
 )
 from study.ledger import LedgerWriter, TrialLedger
 from study.pool import CellLimiter, CellRunner, register_slots
@@ -196,8 +197,6 @@ def run_cell_stages(study: StudyConfig, context: TrialContext, tune_dir: str, re
             finals_done.setdefault(config_key(record["config"]), []).append(record["seed"])
     searcher = CellSearcher(search, trials, constants, done, list(study.seeds), epochs, finals_done, variant, k,
                             publisher)
-    if searcher.chosen is None and searcher.pending_seeds == []:
-        raise RuntimeError(f"every search trial of {variant} K={k} failed; see the MLflow runs")
     scheduler = asha_scheduler(epochs, study.search.grace_period) if study.search.asha and searching else None
     # More than it needs: the searcher ends the Tuner itself (FINISHED), and a restored one may
     # suggest a trial again whose first suggestion was never saved (CellSearcher.reconcile).
@@ -205,7 +204,7 @@ def run_cell_stages(study: StudyConfig, context: TrialContext, tune_dir: str, re
     runs = 2 * runs if runs else 0
     callbacks = [*callbacks, CellSearchSync(publisher)]
     if ledger:
-        callbacks.append(LedgerWriter(ledger, variant, k, "search", fingerprint))
+        callbacks.append(LedgerWriter(ledger, variant, k, fingerprint))
     records = []
     if runs:
         tune_config = tune.TuneConfig(
@@ -222,10 +221,10 @@ def run_cell_stages(study: StudyConfig, context: TrialContext, tune_dir: str, re
     searched = done + [r for r in records if r["stage"] == "search"]
     best = best_record(searched)
     if searched and best is None:
-        raise RuntimeError(f"every search trial of {variant} K={k} failed; see the MLflow runs")
-    chosen = best["config"] if best else {n: v for n, v in constants.items() if n not in ("seed", "stage")}
+        raise search_failed(variant, k)
+    chosen = best["config"] if best else fixed_config(constants)
     final = [r | {"stage": "final", "reused_from_search": True} for r in ([best] if best else [])
-             if r["seed"] in study.seeds and len(r["history"] or []) == epochs]
+             if stands_as_final(r, study.seeds, epochs)]
     final += [r for r in finals if r["config"] == chosen and r["seed"] in study.seeds
               and r["seed"] not in {u["seed"] for u in final}]
     final += [r for r in records if r["stage"] == "final"]

@@ -24,13 +24,14 @@ def test_each_part_is_a_valid_study_with_its_overrides(name):
     command = part.command(None)
     variants = command[command.index("--variants") + 1:command.index("--seeds")] if "--variants" in command else []
     assert set(variants) <= set(study.variants)
-    assert str(part.results_file).endswith(f"{name}.jsonl")
 
 
 def test_the_direction_parts_change_only_what_they_name():
     base = load_study_config("semeval_protocol")
-    role = load_study_config("semeval_protocol", {"train.label_init": "role", "train.template": "role_of"})
+    settings = protocol.PARTS["direction_role_template"].settings
+    role = load_study_config("semeval_protocol", dict(parse_override(s) for s in settings))
     assert role.train_config("prompt_ki", 16, 1).template == "role_of"
     assert role.cell_fingerprint("prompt_ki", 16) != base.cell_fingerprint("prompt_ki", 16)
-    full = load_study_config("semeval_full", {"train.cl_lr": 1e-6})
+    full_part = protocol.PARTS["semeval_full_cl_lr"]
+    full = load_study_config(full_part.experiment, dict(parse_override(s) for s in full_part.settings))
     assert full.default_hyperparams("cloce_d")["cl_lr"] == 1e-6

@@ -404,7 +404,7 @@ def test_length_sorted_chunks_encode_each_instance_as_one_padded_batch_does(tiny
         (states * torch.arange(1, states.numel() + 1).view_as(states)).sum().backward()
         return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
 
-    chunked = encode_by_length(model, pipeline, instances, "mask_vector", collate, torch.device("cpu"), chunk_size=2)
+    chunked = encode_by_length(model, pipeline, instances, "mask_vector", torch.device("cpu"), chunk_size=2)
     one_batch = model(to_device(collate([(0, pipeline.template.encode(x)) for x in instances]), torch.device("cpu")),
                       output="mask_vector")
     torch.testing.assert_close(chunked, one_batch, rtol=1e-4, atol=1e-5)
