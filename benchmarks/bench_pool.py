@@ -45,12 +45,54 @@ def run_study(directory: Path, model_dir: Path, data_dir: Path, in_parallel: boo
     ]
     env = os.environ | {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled"}
     started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=directory, timeout=3600)
+    with CpuSampler() as cpu:
+        done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=directory, timeout=3600)
     wall = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"{name} study failed: {done.stdout[-2000:]} {done.stderr[-2000:]}")
-    training = {f"training_{k}": v for k, v in occupancy(mlflow_spans(f"sqlite:///{db}")).items()}
-    return {"wall_s": wall, **occupancy(progress_spans(done.stdout)), **training}
+    spans = mlflow_spans(f"sqlite:///{db}")
+    training = {f"training_{k}": v for k, v in occupancy(spans).items()}
+    cores_busy = cpu.busy_between(min(s for s, _ in spans), max(e for _, e in spans))
+    return {"wall_s": wall, **occupancy(progress_spans(done.stdout)), **training, "cores_busy": cores_busy}
+
+
+class CpuSampler:
+    """The machine's CPU times every half second while the study runs (psutil), so the span of
+    its trials can be read as: how busy were the cores? Slots can sit empty while every core
+    works (trial processes starting up, importing torch, on a machine with fewer cores than
+    slots); then more slot occupancy could not make the study finish sooner. Machine-wide:
+    anything else running counts too."""
+
+    def __init__(self, every_s: float = 0.5):
+        import threading
+
+        self.every_s, self.samples = every_s, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        import psutil
+
+        while True:
+            times = psutil.cpu_times()
+            self.samples.append((time.time(), times.idle + getattr(times, "iowait", 0.0), sum(times)))
+            if self._stop.wait(self.every_s):
+                return
+
+    def __enter__(self) -> "CpuSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def busy_between(self, start: float, end: float) -> float:
+        """Fraction of all cores busy from `start` to `end` (wall-clock seconds), from the samples
+        nearest inside that window."""
+        inside = [s for s in self.samples if start <= s[0] <= end] or self.samples
+        (_, idle0, total0), (_, idle1, total1) = inside[0], inside[-1]
+        return 1.0 - (idle1 - idle0) / (total1 - total0) if total1 > total0 else float("nan")
 
 
 PROGRESS = re.compile(r"^\[\s*([0-9.]+)s\] (start|done|FAILED)\s+(?:\S+/)?([0-9a-f]{8})\b")
@@ -93,7 +135,25 @@ def occupancy(spans: list[tuple[float, float]]) -> dict:
         peak = max(peak, running)
     span = events[-1][0] - events[0][0]
     return {"trials": len(spans), "peak_running": peak, "mean_running": area / span, "trial_span_s": span,
-            "utilisation": area / span / SLOTS}
+            "utilisation": area / span / SLOTS, **idle_by_phase(spans)}
+
+
+def idle_by_phase(spans: list[tuple[float, float]]) -> dict:
+    """Where the empty slot-seconds lie: while the slots fill (before the first time all are
+    busy), while trials are still being started (up to the last start: the scheduler's loss),
+    and the tail (after the last start, the last cells' trials finishing: the study's shape)."""
+    first, last_start, end = min(s for s, _ in spans), max(s for s, _ in spans), max(e for _, e in spans)
+    moments = sorted({first, last_start, end, *(s for s, _ in spans), *(e for _, e in spans)})
+    full_at = None
+    idle = {"filling": 0.0, "middle": 0.0, "tail": 0.0}
+    for a, b in zip(moments, moments[1:]):
+        running = sum(1 for s, e in spans if s <= a < e)
+        if full_at is None and running >= SLOTS:
+            full_at = a
+        phase = "tail" if a >= last_start else "filling" if full_at is None else "middle"
+        idle[phase] += max(0, SLOTS - running) * (b - a)
+    return {"slots_full_after_s": (full_at - first) if full_at is not None else None,
+            "tail_s": end - last_start, **{f"idle_slot_s_{name}": seconds for name, seconds in idle.items()}}
 
 
 def study_pool_utilisation() -> dict:

@@ -30,7 +30,11 @@ def discard_checkpoint(checkpoint) -> bool:
 
 def discard_finished_checkpoints(grid) -> int:
     """Delete the checkpoints of the grid's trials that ended without an error; the failed
-    ones keep theirs, for a retry. Returns how many were deleted."""
+    ones keep theirs, for a retry. Returns how many were deleted.
+
+    Besides the checkpoints Tune lists, every `checkpoint_*` in the trial's own directory goes:
+    a trial restored after a killed driver can end without Tune knowing of one it saved
+    before the kill (seen once in tests/test_study_e2e.py, under load)."""
     deleted = 0
     for result in grid:
         if result.error is not None or "error" in (result.metrics or {}):
@@ -41,4 +45,17 @@ def discard_finished_checkpoints(grid) -> int:
             if checkpoint is not None and checkpoint.path not in seen:
                 seen.add(checkpoint.path)
                 deleted += discard_checkpoint(checkpoint)
+        deleted += discard_left_in(result)
     return deleted
+
+
+def discard_left_in(result) -> int:
+    """Delete the `checkpoint_*` directories left in a finished trial's local directory."""
+    filesystem = getattr(result, "filesystem", None)
+    trial_dir = getattr(result, "path", None)
+    if not trial_dir or (filesystem is not None and getattr(filesystem, "type_name", "local") != "local"):
+        return 0
+    left = [path for path in Path(trial_dir).glob("checkpoint_*") if path.is_dir()]
+    for path in left:
+        shutil.rmtree(path, ignore_errors=True)
+    return len(left)

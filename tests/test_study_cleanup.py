@@ -12,6 +12,7 @@ class FakeResult:  # the fields of ray.tune.Result that the cleanup reads
     error: Exception | None = None
     metrics: dict = field(default_factory=dict)
     best_checkpoints: list = field(default_factory=list)
+    path: str | None = None  # the trial's directory
 
 
 def checkpoint_dir(root, name):
@@ -31,3 +32,16 @@ def test_only_the_checkpoints_of_finished_trials_are_deleted(tmp_path):
             FakeResult(None)]
     assert discard_finished_checkpoints(grid) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_nan", "checkpoint_raised"]
+
+
+def test_a_checkpoint_tune_no_longer_lists_is_deleted_from_a_finished_trials_directory(tmp_path):
+    finished, failed = tmp_path / "finished_trial", tmp_path / "failed_trial"
+    finished.mkdir(), failed.mkdir()
+    latest = checkpoint_dir(finished, "checkpoint_000001")
+    checkpoint_dir(finished, "checkpoint_000000")  # saved before a driver kill, unknown to the restored trial
+    kept = checkpoint_dir(failed, "checkpoint_000000")
+    (finished / "result.json").write_text("{}")
+    grid = [FakeResult(latest, path=str(finished)), FakeResult(kept, error=RuntimeError("killed"), path=str(failed))]
+    assert discard_finished_checkpoints(grid) == 2
+    assert [p.name for p in finished.iterdir()] == ["result.json"]
+    assert [p.name for p in failed.iterdir()] == ["checkpoint_000000"]
