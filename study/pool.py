@@ -20,9 +20,11 @@ Limits, from the inside out:
 """
 from __future__ import annotations
 
+import functools
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable, Dict, Optional
+from contextlib import contextmanager
+from typing import Callable, Dict, Iterator, Optional
 
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
@@ -69,6 +71,31 @@ def slots_named(name: str) -> StudySlots:
     """A restored searcher in a process that never registered its study: no study-wide limit."""
     with _SLOTS_LOCK:
         return _SLOTS.setdefault(name, StudySlots(None))
+
+
+@contextmanager
+def no_idle_trial_actors(enabled: bool) -> Iterator[None]:
+    """While on, the Tuners of this process keep an ended trial's process only for a trial
+    already waiting for it.
+
+    Tune keeps one ended trial's process (its actor, with its CPUs) even when no trial waits
+    for it (`TuneController`'s `_ObjectCache(may_keep_one=True)`), for a trial its searcher
+    may suggest next. Under a study-wide slot limit that deadlocks: a cell whose search ended
+    keeps its idle process while another cell takes the slot it freed; that cell's trial waits
+    for CPUs the idle processes hold, and they wait for a slot. Seen on 2026-11-28:
+    scierc_protocol with 2 slots on 2 CPUs, two idle prompt_ki processes, nothing running
+    for minutes. Private Tune API, pinned Ray: tests/test_study_pool.py fails if it moves."""
+    if not enabled:
+        yield
+        return
+    from ray.tune.execution import tune_controller
+
+    keeping = tune_controller._ObjectCache
+    tune_controller._ObjectCache = functools.partial(keeping, may_keep_one=False)
+    try:
+        yield
+    finally:
+        tune_controller._ObjectCache = keeping
 
 
 # The limiter a cell's Tuner really uses, by its searcher's publisher name (study/cell_search.py).

@@ -29,7 +29,7 @@ from study.cell_search import (
     register_publisher, search_failed, stands_as_final,
 )
 from study.ledger import LedgerWriter, TrialLedger
-from study.pool import CellLimiter, CellRunner, register_slots
+from study.pool import CellLimiter, CellRunner, no_idle_trial_actors, register_slots
 from study.trial import TrialContext, run_trial, trial_record
 
 
@@ -269,4 +269,6 @@ def run_study_cells(study: StudyConfig, base: TrialContext, study_dir: Path, res
         tracking.log_json(base.tracking_uri, base.parent_run_id, {"best_config": best}, f"chosen_configs/{variant}-K{k}.json")
         return final
 
-    return runner.run(run_one_cell)
+    # A slot limit needs Tune to let go of idle trial processes (no_idle_trial_actors says why).
+    with no_idle_trial_actors(study.resources.max_running_trials > 0):
+        return runner.run(run_one_cell)

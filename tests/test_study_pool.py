@@ -117,3 +117,44 @@ def test_one_cell_after_another_when_asked():
 
     assert runner.run(work) == [("a", 1), ("b", 1), ("c", 1)]
     assert peak[0] == 1
+
+
+def test_under_a_slot_limit_tune_keeps_no_idle_trial_process():
+    """Tune's controller builds its actor cache from `tune_controller._ObjectCache`: with the
+    patch on, an ended trial's process with no trial waiting for it is let go, not kept."""
+    from ray.tune.execution import tune_controller
+
+    from study.pool import no_idle_trial_actors
+
+    def keeps_an_idle_process() -> bool:
+        cache = tune_controller._ObjectCache()  # what TuneController.__init__ calls
+        return cache.cache_object("1 CPU", object())  # no trial waits for "1 CPU"
+
+    assert keeps_an_idle_process()  # Tune's default: the deadlock's half
+    with no_idle_trial_actors(True):
+        assert not keeps_an_idle_process()
+    assert keeps_an_idle_process()
+    with no_idle_trial_actors(False):
+        assert keeps_an_idle_process()
+
+
+def test_a_study_with_a_slot_limit_runs_its_cells_without_idle_trial_processes(monkeypatch, tmp_path):
+    """run_study_cells turns the patch on exactly when resources.max_running_trials is set."""
+    from contextlib import contextmanager
+
+    from study import stages
+    from study.config_file import load_study_config
+
+    seen = []
+
+    @contextmanager
+    def spy(enabled):
+        seen.append(enabled)
+        yield
+
+    monkeypatch.setattr(stages, "no_idle_trial_actors", spy)
+    monkeypatch.setattr(stages.CellRunner, "run", lambda self, work: [])
+    for limit in (2, 0):
+        study = load_study_config("quick", {"resources.max_running_trials": limit, "study.variants": ["finetune"]})
+        stages.run_study_cells(study, None, tmp_path / f"limit{limit}", False, [])
+    assert seen == [True, False]
