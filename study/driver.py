@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from study import tracking
+from study import mlflow_ui, tracking
 from study.config import StudyConfig
 from study.trial import TrialContext
 
@@ -139,7 +139,7 @@ def run_study(study: StudyConfig, args) -> str:
               "in the table; MLflow holds each FAILED run with its error.txt", flush=True)
     table = fewshot_table(finals, study.variants, study.ks, study.seeds)
     # What the study ends with: its table, then where its parent run is in the MLflow UI.
-    return to_markdown(table) + "\n" + tracking.ui_hint(uri, experiment_id, parent_id)
+    return to_markdown(table) + "\n" + mlflow_ui.ui_hint(uri, experiment_id, parent_id)
 
 
 def open_ledger(path: str | None):

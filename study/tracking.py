@@ -6,25 +6,24 @@ before one is created. Everything goes through `MlflowClient` with explicit run 
 no process-global "active run", so the driver and a trial's rank-0 worker never collide.
 
 A tracking server that is down (restarted, overloaded) is waited for: every call below
-retries with exponential backoff (1, 2, 4 ... 15 s) for up to `CLOCE_TRACKING_RETRY_S`
-(default 300 s), then raises `TrackingUnavailable`. A trial's rank-0 worker logs each epoch
-before it reports that epoch's checkpoint, so a trial that gives up fails with that reason
-and is retried from the previous checkpoint, logging the epoch again: a run is never
-silently missing metrics. Each call is safe to repeat: a run is looked up by its key before
-one is created, a metric keeps the timestamp of its first try (MLflow stores an identical
-metric once), tags, params and artifacts are overwritten with the same value.
+retries (study/tracking_retry.py: `retrying`), then raises `TrackingUnavailable`. A trial's
+rank-0 worker logs each epoch before it reports that epoch's checkpoint, so a trial that
+gives up fails with that reason and is retried from the previous checkpoint, logging the
+epoch again: a run is never silently missing metrics. Each call is safe to repeat: a run is
+looked up by its key before one is created, a metric keeps the timestamp of its first try
+(MLflow stores an identical metric once), tags, params and artifacts are overwritten with
+the same value. The links to a study in the MLflow UI are in study/mlflow_ui.py.
 """
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
-import random
-import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from study.tracking_retry import _MLFLOW_HTTP_RETRY_ENV, is_remote, retrying
 
 STUDY_TAG = "cloce.study_key"
 TRIAL_TAG = "cloce.trial_key"
@@ -46,83 +45,6 @@ def resolve_tracking_uri(cli_value: str | None) -> str:
     if uri.startswith(prefix) and not uri.startswith(prefix + "/") and ":memory:" not in uri:
         uri = prefix + str(Path(uri[len(prefix):]).expanduser().resolve())
     return uri
-
-
-RETRY_ENV = "CLOCE_TRACKING_RETRY_S"
-DEFAULT_RETRY_S = 300.0
-MAX_BACKOFF_S = 15.0
-# MLflow's own HTTP retries back off up to 120 s between tries (7 tries, ~4 min): a client
-# would keep sleeping long after a restarted server is back. Ours are capped at 15 s.
-_MLFLOW_HTTP_RETRY_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                          "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
-# MLflow error codes of a server that is down, restarting or overloaded (a connection refused
-# arrives as INTERNAL_ERROR "API request to ... failed with exception ...").
-_TRANSIENT_CODES = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "DEADLINE_EXCEEDED"}
-
-
-class TrackingUnavailable(RuntimeError):
-    """The tracking server did not answer within the retry budget."""
-
-
-def is_remote(uri: str) -> bool:
-    return uri.startswith(("http://", "https://"))
-
-
-def is_transient(err: BaseException) -> bool:
-    """A server that is down or restarting, not a request MLflow refuses (bad value, no such run)."""
-    try:
-        from mlflow.exceptions import MlflowException
-    except ImportError:  # pragma: no cover
-        MlflowException = ()  # noqa: N806
-    if isinstance(err, MlflowException):
-        return err.error_code in _TRANSIENT_CODES
-    import requests
-
-    return isinstance(err, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError,
-                            TimeoutError))
-
-
-def retry_budget_s() -> float:
-    try:
-        return float(os.environ.get(RETRY_ENV, DEFAULT_RETRY_S))
-    except ValueError:
-        return DEFAULT_RETRY_S
-
-
-def retrying(function):
-    """Retry an MLflow call (first argument: the tracking URI) with exponential backoff while a
-    remote tracking server is unreachable. A local store (sqlite:, file:) fails at once, as before."""
-
-    @functools.wraps(function)
-    def wrapper(uri, *args, **kwargs):
-        if not is_remote(str(uri)):
-            return function(uri, *args, **kwargs)
-        deadline = time.monotonic() + retry_budget_s()
-        delay, tries, name = 1.0, 0, getattr(function, "__name__", "MLflow call")
-        while True:
-            tries += 1
-            try:
-                result = function(uri, *args, **kwargs)
-            except Exception as err:
-                if not is_transient(err):
-                    raise
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TrackingUnavailable(
-                        f"MLflow tracking server {uri} unreachable for {retry_budget_s():.0f} s "
-                        f"({tries} tries of {name}): {str(err).splitlines()[0][:300]}") from err
-                if tries == 1:
-                    print(f"[tracking] {name}: {uri} unreachable ({str(err).splitlines()[0][:200]}); "
-                          f"retrying for up to {retry_budget_s():.0f} s", file=sys.stderr, flush=True)
-                time.sleep(min(delay * (0.5 + random.random()), left))
-                delay = min(delay * 2, MAX_BACKOFF_S)
-                continue
-            if tries > 1:
-                print(f"[tracking] {name}: {uri} answered again after {tries} tries",
-                      file=sys.stderr, flush=True)
-            return result
-
-    return wrapper
 
 
 def client(uri: str):
@@ -296,72 +218,6 @@ def close_stopped_runs(uri: str, experiment_id: str, parent_id: str, variant: st
         mlflow_client.set_tag(run.info.run_id, "stopped_early", "true")
         mlflow_client.set_terminated(run.info.run_id, status="KILLED")
     return len(runs)
-
-
-# ---------------------------------------------------------------- the study in the MLflow UI
-
-# MLflow 3's UI opens an experiment on its GenAI overview (traces, tokens: empty here); this
-# query parameter opens its machine-learning view (runs, metrics, artifacts) instead. Read from
-# the route's search params by the UI's workflow-type context (MLflow 3.x `workflowType`).
-UI_VIEW_QUERY = "workflowType=machine_learning"
-UI_HOST, UI_PORT = "127.0.0.1", 5000
-
-
-def ui_path(experiment_id: str, run_id: str | None = None) -> str:
-    """The UI route (after the server's base URL) of a run, or of the experiment's runs table,
-    in the machine-learning view."""
-    run = f"/{run_id}" if run_id else ""
-    return f"#/experiments/{experiment_id}/runs{run}?{UI_VIEW_QUERY}"
-
-
-def _without_password(uri: str) -> str:
-    """A store URI with any password replaced by *** (a command line is printed and logged)."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def ui_link(uri: str, experiment_id: str, run_id: str | None = None,
-            port: int = UI_PORT) -> tuple[str | None, str | None]:
-    """Where to see a run (or, without run_id, the experiment's runs) in the MLflow UI:
-    (command that starts a UI on the store, or None when the tracking URI is a server; URL).
-
-    http(s) tracking URI: the URL on that server (user and password left out). A store without
-    a server (sqlite:, file:, a path, a database URI): `mlflow ui` on it, on 127.0.0.1:port, and
-    the URL there (a password in the URI printed as ***). Databricks: (None, None).
-    Pure: nothing is contacted."""
-    from urllib.parse import urlsplit, urlunsplit
-    import shlex
-
-    if uri.startswith("databricks"):
-        return None, None
-    if is_remote(uri):
-        parts = urlsplit(uri)
-        host = parts.hostname or ""
-        netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
-        base = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
-        return None, f"{base}/{ui_path(experiment_id, run_id)}"
-    command = (f"mlflow ui --backend-store-uri {shlex.quote(_without_password(uri))} "
-               f"--host {UI_HOST} --port {port}")
-    return command, f"http://{UI_HOST}:{port}/{ui_path(experiment_id, run_id)}"
-
-
-def ui_hint(uri: str, experiment_id: str, run_id: str) -> str:
-    """The lines a study ends with: how to open its parent run and its runs table in the UI."""
-    command, run_url = ui_link(uri, experiment_id, run_id)
-    if run_url is None:
-        return f"MLflow: experiment {experiment_id}, parent run {run_id} ({uri})"
-    _, runs_url = ui_link(uri, experiment_id)
-    lines = ["MLflow UI (machine-learning view):"]
-    if command:
-        lines.append(f"  start it:   {command}")
-    lines += [f"  parent run: {run_url}", f"  all runs:   {runs_url}"]
-    return "\n".join(lines)
 
 
 LOGGED_ARTIFACTS_TAG = "mlflow.loggedArtifacts"  # where MLflow lists a run's table artifacts

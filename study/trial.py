@@ -12,7 +12,7 @@ import re
 import traceback
 from dataclasses import dataclass
 
-from study import phases, tracking
+from study import phases, tracking, tracking_retry
 from study.cleanup import discard_checkpoint
 from study.config import StudyConfig
 from study.worker import read_final, train_loop_per_worker
@@ -130,7 +130,7 @@ def mark_failed(tracking_uri: str, run_id: str, reason: str, details: str | None
         tracking.log_text(tracking_uri, run_id, details or reason, "error.txt")
         tracking.set_tags(tracking_uri, run_id, {"error": reason[:500]})
         tracking.end_run(tracking_uri, run_id, "FAILED")
-    except tracking.TrackingUnavailable as err:
+    except tracking_retry.TrackingUnavailable as err:
         # The trial's own failure is what Tune must see (and retry); this one is only printed.
         print(f"[tracking] could not mark run {run_id} failed ({reason[:200]}): {err}", flush=True)
 

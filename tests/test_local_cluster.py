@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from study import tracking
+from study import tracking, tracking_retry
 
 
 def missing_cluster_tools() -> str | None:
@@ -151,22 +151,22 @@ class FakeServer:
 
 @pytest.fixture
 def quick_retries(monkeypatch):
-    monkeypatch.setattr(tracking.time, "sleep", lambda seconds: None)
-    monkeypatch.setenv(tracking.RETRY_ENV, "60")
+    monkeypatch.setattr(tracking_retry.time, "sleep", lambda seconds: None)
+    monkeypatch.setenv(tracking_retry.RETRY_ENV, "60")
 
 
 def test_a_remote_call_is_retried_until_the_server_answers(quick_retries):
     server = FakeServer(failures=4)
-    assert tracking.retrying(server)("http://127.0.0.1:5000", "ok") == "ok"
+    assert tracking_retry.retrying(server)("http://127.0.0.1:5000", "ok") == "ok"
     assert server.calls == 5
 
 
 def test_a_server_down_past_the_budget_fails_with_that_reason(monkeypatch):
-    monkeypatch.setattr(tracking.time, "sleep", lambda seconds: None)
-    monkeypatch.setenv(tracking.RETRY_ENV, "0")
+    monkeypatch.setattr(tracking_retry.time, "sleep", lambda seconds: None)
+    monkeypatch.setenv(tracking_retry.RETRY_ENV, "0")
     server = FakeServer(failures=100)
-    with pytest.raises(tracking.TrackingUnavailable, match="unreachable for 0 s"):
-        tracking.retrying(server)("http://127.0.0.1:5000", "ok")
+    with pytest.raises(tracking_retry.TrackingUnavailable, match="unreachable for 0 s"):
+        tracking_retry.retrying(server)("http://127.0.0.1:5000", "ok")
 
 
 def test_a_refused_request_and_a_local_store_are_not_retried(quick_retries):
@@ -175,20 +175,20 @@ def test_a_refused_request_and_a_local_store_are_not_retried(quick_retries):
 
     refused = FakeServer(failures=1, error=MlflowException("no such run", error_code=RESOURCE_DOES_NOT_EXIST))
     with pytest.raises(MlflowException, match="no such run"):
-        tracking.retrying(refused)("http://127.0.0.1:5000", "ok")
+        tracking_retry.retrying(refused)("http://127.0.0.1:5000", "ok")
     assert refused.calls == 1
     local = FakeServer(failures=1)
     with pytest.raises(MlflowException):
-        tracking.retrying(local)("sqlite:////tmp/x.db", "ok")
+        tracking_retry.retrying(local)("sqlite:////tmp/x.db", "ok")
     assert local.calls == 1
 
 
 def test_a_real_unreachable_server_is_waited_for_then_named(monkeypatch, tmp_path):
-    monkeypatch.setenv(tracking.RETRY_ENV, "2")
+    monkeypatch.setenv(tracking_retry.RETRY_ENV, "2")
     from study.processes import free_ports
 
     uri = f"http://127.0.0.1:{free_ports(1)[0]}"  # nothing listens there
-    with pytest.raises(tracking.TrackingUnavailable, match=uri):
+    with pytest.raises(tracking_retry.TrackingUnavailable, match=uri):
         tracking.log_metrics(uri, "0" * 32, {"val_micro_f1": 0.5}, step=1)
 
 

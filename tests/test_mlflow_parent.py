@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from study import driver, tracking
+from study import driver, mlflow_ui, tracking
 from study.config import load_study_config
 from study.tables import fewshot_numbers, fewshot_table, to_markdown
 
@@ -105,23 +105,23 @@ def test_parent_run_holds_cell_metrics_and_the_table_artifact(study, store, tmp_
 
 
 def test_ui_link_for_a_local_store_is_a_command_and_a_local_url():
-    command, url = tracking.ui_link("sqlite:////data/my studies/mlflow.db", "3", "abc123")
+    command, url = mlflow_ui.ui_link("sqlite:////data/my studies/mlflow.db", "3", "abc123")
     assert command == "mlflow ui --backend-store-uri 'sqlite:////data/my studies/mlflow.db' --host 127.0.0.1 --port 5000"
     assert url == "http://127.0.0.1:5000/#/experiments/3/runs/abc123?workflowType=machine_learning"
-    assert tracking.ui_link("sqlite:////x.db", "3", port=5055) == (
+    assert mlflow_ui.ui_link("sqlite:////x.db", "3", port=5055) == (
         "mlflow ui --backend-store-uri sqlite:////x.db --host 127.0.0.1 --port 5055",
         "http://127.0.0.1:5055/#/experiments/3/runs?workflowType=machine_learning")
-    command, _ = tracking.ui_link("postgresql://me:hunter2@db:5432/mlflow", "3", "abc")
+    command, _ = mlflow_ui.ui_link("postgresql://me:hunter2@db:5432/mlflow", "3", "abc")
     assert "hunter2" not in command and "postgresql://me:***@db:5432/mlflow" in command
 
 
 def test_ui_link_for_a_tracking_server_is_its_url():
-    assert tracking.ui_link("http://10.0.0.5:5000", "7", "r1") == (
+    assert mlflow_ui.ui_link("http://10.0.0.5:5000", "7", "r1") == (
         None, "http://10.0.0.5:5000/#/experiments/7/runs/r1?workflowType=machine_learning")
     # A path prefix is kept, a trailing slash and credentials are not.
-    assert tracking.ui_link("https://user:pw@mlflow.example.org/team/", "7", "r1") == (
+    assert mlflow_ui.ui_link("https://user:pw@mlflow.example.org/team/", "7", "r1") == (
         None, "https://mlflow.example.org/team/#/experiments/7/runs/r1?workflowType=machine_learning")
-    assert tracking.ui_link("databricks", "7", "r1") == (None, None)
+    assert mlflow_ui.ui_link("databricks", "7", "r1") == (None, None)
 
 
 def test_a_study_ends_with_its_table_and_the_link_to_its_parent_run(study, tmp_path, monkeypatch):
