@@ -1,7 +1,7 @@
 """The small study run on the local cluster (study/local_cluster.py), with its faults: the
-tiny model and SemEval slice it trains on, the plan submitted with `ray job submit`, the job's
-status and logs, its MLflow child runs, the fault schedule (a lost node, a tracking server
-restart), and what was measured and checked afterwards.
+plan submitted with `ray job submit`, the job's status and logs, its MLflow child runs, the
+fault schedule (a lost node, a tracking server restart), and what was measured and checked
+afterwards. The tiny model and SemEval slice it trains on are made in study/tiny_inputs.py.
 """
 from __future__ import annotations
 
@@ -24,38 +24,6 @@ UPLOAD_EXCLUDES = [
 
 
 # ---------------------------------------------------------------- the study
-
-
-def make_tiny_model(directory: Path) -> str:
-    """A tiny random BERT masked LM with the bundled tokenizer (as tests/conftest.py)."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
-
-    from cloce.backbone import default_model_path
-
-    if (directory / "config.json").exists():
-        return str(directory)
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=256)
-    BertForMaskedLM(config).save_pretrained(str(directory))
-    AutoTokenizer.from_pretrained(default_model_path()).save_pretrained(str(directory))
-    return str(directory)
-
-
-def make_semeval_slice(directory: Path, source: Path | None = None) -> str:
-    """Every SemEval training sentence (K-shot samples need them), every 40th val, 60th test."""
-    from cloce.data.dataset import default_data_dir
-
-    source = Path(source or default_data_dir())
-    if not (source / "train.txt").exists():
-        raise FileNotFoundError(f"SemEval not found at {source} (pass --data-dir)")
-    directory.mkdir(parents=True, exist_ok=True)
-    for split, every in (("train", 1), ("val", 40), ("test", 60)):
-        lines = (source / f"{split}.txt").read_text().splitlines()
-        (directory / f"{split}.txt").write_text("\n".join(lines[::every]) + "\n")
-    (directory / "rel2id.json").write_text((source / "rel2id.json").read_text())
-    return str(directory)
 
 
 @dataclass

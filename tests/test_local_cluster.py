@@ -41,7 +41,8 @@ def chaos_study(tiny_semeval_dir, tiny_model_dir):
     if reason:
         pytest.skip(reason)
     from study.chaos_study import StudyPlan, problems, run_chaos_study
-    from study.local_cluster import LocalCluster, print_report
+    from study.local_cluster import LocalCluster
+    from study.local_cluster_cli import print_report
 
     root = tempfile.mkdtemp(prefix="lcl_", dir="/tmp")  # short: Ray's unix sockets live under it
     cluster = LocalCluster.start(root)
