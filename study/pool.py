@@ -20,7 +20,6 @@ Limits, from the inside out:
 """
 from __future__ import annotations
 
-import functools
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -91,7 +90,11 @@ def no_idle_trial_actors(enabled: bool) -> Iterator[None]:
     from ray.tune.execution import tune_controller
 
     keeping = tune_controller._ObjectCache
-    tune_controller._ObjectCache = functools.partial(keeping, may_keep_one=False)
+
+    def letting_go(*args, **kwargs):  # TuneController passes may_keep_one=True itself
+        return keeping(*args, **(kwargs | {"may_keep_one": False}))
+
+    tune_controller._ObjectCache = letting_go
     try:
         yield
     finally:

@@ -122,12 +122,17 @@ def test_one_cell_after_another_when_asked():
 def test_under_a_slot_limit_tune_keeps_no_idle_trial_process():
     """Tune's controller builds its actor cache from `tune_controller._ObjectCache`: with the
     patch on, an ended trial's process with no trial waiting for it is let go, not kept."""
+    import inspect
+
     from ray.tune.execution import tune_controller
 
     from study.pool import no_idle_trial_actors
 
+    # How TuneController.__init__ builds it (Ray 2.60): if that changes, the patch must follow.
+    assert "_ObjectCache(may_keep_one=True)" in inspect.getsource(tune_controller.TuneController.__init__)
+
     def keeps_an_idle_process() -> bool:
-        cache = tune_controller._ObjectCache()  # what TuneController.__init__ calls
+        cache = tune_controller._ObjectCache(may_keep_one=True)  # the controller's call
         return cache.cache_object("1 CPU", object())  # no trial waits for "1 CPU"
 
     assert keeps_an_idle_process()  # Tune's default: the deadlock's half
