@@ -39,6 +39,7 @@ WALL_TIME = RESULTS / "protocol_wall_time.jsonl"  # one line per part run, finis
 CURVES = REPO / "docs" / "protocol_curves.png"
 REPORT = REPO / "docs" / "results.md"
 READING = RESULTS / "protocol_reading.md"  # hand-written reading of the main part, kept across re-runs
+READING_LATER = RESULTS / "protocol_reading_later.md"  # hand-written reading of SciERC and the full-data pair
 SECTION = "## The few-shot protocol at K=16"  # benchmarks/fewshot_results.py keeps it when it rewrites the page
 
 
@@ -160,6 +161,8 @@ def report() -> str:
             lines.append(f"| {row['variant']} | {row['config'].get('cl_lr', '')} | {100 * row['test_micro_f1']:.1f} | "
                          f"{', '.join(map(str, pairs)) if any(pairs) else ''} |")
         lines.append("")
+    if READING_LATER.exists() and (scierc or full):
+        lines += [READING_LATER.read_text().rstrip(), ""]
     return "\n".join(lines)
 
 
