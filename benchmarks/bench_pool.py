@@ -143,7 +143,7 @@ def idle_by_phase(spans: list[tuple[float, float]]) -> dict:
     busy), while trials are still being started (up to the last start: the scheduler's loss),
     and the tail (after the last start, the last cells' trials finishing: the study's shape)."""
     first, last_start, end = min(s for s, _ in spans), max(s for s, _ in spans), max(e for _, e in spans)
-    moments = sorted({first, last_start, end, *(s for s, _ in spans), *(e for _, e in spans)})
+    moments = sorted({moment for span in spans for moment in span})
     full_at = None
     idle = {"filling": 0.0, "middle": 0.0, "tail": 0.0}
     for a, b in zip(moments, moments[1:]):

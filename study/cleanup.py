@@ -12,14 +12,17 @@ import shutil
 from pathlib import Path
 
 
+def on_local_disk(stored) -> bool:
+    """A Ray `Checkpoint` or `Result` whose files lie on this machine's file system."""
+    filesystem = getattr(stored, "filesystem", None)
+    return filesystem is None or getattr(filesystem, "type_name", "local") == "local"
+
+
 def discard_checkpoint(checkpoint) -> bool:
     """Delete one Ray `Checkpoint` when it lies on the local file system; True if it did.
 
     Remote storage (s3://, gs://) is left to its own retention rules."""
-    if checkpoint is None:
-        return False
-    filesystem = getattr(checkpoint, "filesystem", None)
-    if filesystem is not None and getattr(filesystem, "type_name", "local") != "local":
+    if checkpoint is None or not on_local_disk(checkpoint):
         return False
     path = Path(checkpoint.path)
     if not path.is_dir():
@@ -51,9 +54,8 @@ def discard_finished_checkpoints(grid) -> int:
 
 def discard_left_in(result) -> int:
     """Delete the `checkpoint_*` directories left in a finished trial's local directory."""
-    filesystem = getattr(result, "filesystem", None)
     trial_dir = getattr(result, "path", None)
-    if not trial_dir or (filesystem is not None and getattr(filesystem, "type_name", "local") != "local"):
+    if not trial_dir or not on_local_disk(result):
         return 0
     left = [path for path in Path(trial_dir).glob("checkpoint_*") if path.is_dir()]
     for path in left:
