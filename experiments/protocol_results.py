@@ -12,6 +12,7 @@ files are committed as they grow. Every part logs to MLflow like any other study
 Parts (experiments/semeval_protocol.toml says the protocol: K=16, seeds 1-5, 20 epochs,
 1,000 val sentences, lr 1.5756e-4 as `semeval_results` chose on val):
   semeval_protocol        prompt_ki, cloce_d, cloce_s, finetune
+  semeval_protocol_k8     the same at K=8 (`semeval_results` chose the same lr on val at K=8)
   direction_markers       prompt_ki + the sentence markers (`@ head @`, `# tail #`)
   direction_role_init     prompt_ki, each directed soft label starting from the head's role word
   direction_role_template prompt_ki, role init + "[T_h] head is the [MASK] of [T_t] tail"
@@ -66,6 +67,7 @@ class Part:
 
 
 MAIN = Part("semeval_protocol", "")
+MAIN_K8 = Part("semeval_protocol_k8", "", ("--ks", "8"))
 PROMPT_KI = ("--variants", "prompt_ki")
 OPTIONS = (
     Part("direction_markers", "prompt_ki + markers", PROMPT_KI, settings=("train.sentence_markers=true",)),
@@ -80,7 +82,7 @@ SCIERC = Part("scierc_protocol", "", experiment="scierc_protocol")
 # (benchmarks/results/semeval_full.jsonl, docs/results.md) that fell 15 points below prompt_ki.
 FULL_CL_LR = Part("semeval_full_cl_lr", "cloce_d, cl_lr 1e-6", ("--variants", "cloce_d"), seeds=(1,),
                   settings=("train.cl_lr=1e-6",), experiment="semeval_full")
-PARTS = {part.name: part for part in (MAIN, *OPTIONS, SCIERC, FULL_CL_LR)}
+PARTS = {part.name: part for part in (MAIN, MAIN_K8, *OPTIONS, SCIERC, FULL_CL_LR)}
 
 
 def run_part(part: Part, tracking_uri: str | None) -> int:
