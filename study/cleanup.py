@@ -35,12 +35,21 @@ def discard_finished_checkpoints(grid) -> int:
     """Delete the checkpoints of the grid's trials that ended without an error; the failed
     ones keep theirs, for a retry. Returns how many were deleted.
 
-    Besides the checkpoints Tune lists, every `checkpoint_*` in the trial's own directory goes:
-    a trial restored after a killed driver can end without Tune knowing of one it saved
-    before the kill (seen once in tests/test_study_e2e.py, under load)."""
-    deleted = 0
+    Besides the checkpoints Tune lists, every `checkpoint_*` in the experiment's trial
+    directories goes, but a failed trial's: a driver killed mid-trial leaves a trial whose
+    state was never saved, which the restored cell runs again as a new trial, and a restored
+    trial can end without Tune knowing of a checkpoint it saved before the kill (both seen in
+    tests/test_study_e2e.py, under load). Nothing resumes from those."""
+    deleted, failed_dirs, experiment_dirs = 0, set(), set()
+    if getattr(grid, "experiment_path", None) and on_local_disk(grid):
+        experiment_dirs.add(Path(grid.experiment_path))
     for result in grid:
+        trial_dir = getattr(result, "path", None)
+        if trial_dir and on_local_disk(result):
+            experiment_dirs.add(Path(trial_dir).parent)
         if result.error is not None or "error" in (result.metrics or {}):
+            if trial_dir:
+                failed_dirs.add(Path(trial_dir))
             continue
         checkpoints = [result.checkpoint, *(c for c, _ in (result.best_checkpoints or []))]
         seen = set()
@@ -48,16 +57,8 @@ def discard_finished_checkpoints(grid) -> int:
             if checkpoint is not None and checkpoint.path not in seen:
                 seen.add(checkpoint.path)
                 deleted += discard_checkpoint(checkpoint)
-        deleted += discard_left_in(result)
-    return deleted
-
-
-def discard_left_in(result) -> int:
-    """Delete the `checkpoint_*` directories left in a finished trial's local directory."""
-    trial_dir = getattr(result, "path", None)
-    if not trial_dir or not on_local_disk(result):
-        return 0
-    left = [path for path in Path(trial_dir).glob("checkpoint_*") if path.is_dir()]
+    left = [path for directory in experiment_dirs for path in directory.glob("*/checkpoint_*")
+            if path.is_dir() and path.parent not in failed_dirs]
     for path in left:
         shutil.rmtree(path, ignore_errors=True)
-    return len(left)
+    return deleted + len(left)

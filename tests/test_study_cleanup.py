@@ -45,3 +45,25 @@ def test_a_checkpoint_tune_no_longer_lists_is_deleted_from_a_finished_trials_dir
     assert discard_finished_checkpoints(grid) == 2
     assert [p.name for p in finished.iterdir()] == ["result.json"]
     assert [p.name for p in failed.iterdir()] == ["checkpoint_000000"]
+
+
+class FakeGrid(list):  # a ResultGrid: its results, and the experiment's directory
+    def __init__(self, results, experiment_path):
+        super().__init__(results)
+        self.experiment_path = experiment_path
+
+
+def test_a_trial_the_killed_driver_never_saved_loses_its_checkpoint(tmp_path):
+    """Killed mid-trial before Tune saved it, a final trial is run again as a new trial by the
+    restored cell: the old one's directory is in no result, and nothing resumes from it."""
+    orphan, again, failed = tmp_path / "final_seed2_old", tmp_path / "final_seed2_new", tmp_path / "failed"
+    for directory in (orphan, again, failed):
+        directory.mkdir()
+    checkpoint_dir(orphan, "checkpoint_000000")
+    latest = checkpoint_dir(again, "checkpoint_000001")
+    kept = checkpoint_dir(failed, "checkpoint_000000")
+    grid = FakeGrid([FakeResult(latest), FakeResult(kept, error=RuntimeError("killed"), path=str(failed))],
+                    str(tmp_path))
+    assert discard_finished_checkpoints(grid) == 2
+    assert list(orphan.iterdir()) == [] and list(again.iterdir()) == []
+    assert [p.name for p in failed.iterdir()] == ["checkpoint_000000"]
