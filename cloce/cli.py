@@ -42,7 +42,8 @@ TRAIN_HELP = {
     "fresh_head_init": "how the MLM head transform starts when the checkpoint has none (the bundled MiniLM): "
                        "'identity' (the [MASK] state as the encoder made it) or 'random'",
     "sentence_markers": "prompt variants: mark the entities in the sentence too (@ head @ ... # tail #), "
-                        "as the fine-tuning input does; not the paper's template",
+                        "as the fine-tuning input does; None: on exactly when the labels are directed "
+                        "(SemEval's Type(e1,e2)); --no-sentence-markers: the paper's template",
     "label_init": "prompt variants: how a soft label starts: 'name' (its readable name, e.g. 'cause effect' for both "
                   "directions) or 'role' (the head's role word: 'cause' for Cause-Effect(e1,e2), 'effect' for (e2,e1))",
     "template": "prompt variants: 'relation_of' (the relation of [T_h] head and [T_t] tail is [MASK], the paper's) or "
@@ -82,11 +83,11 @@ def _add_config_flags(parser: argparse.ArgumentParser, config_class=TrainConfig,
         flag = "--" + field.name.replace("_", "-")
         help_text = f"{help_texts[field.name]} (default: {field.default})"
         hint = hints[field.name]
-        if hint is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default, help=help_text)
-            continue
         optional = typing.get_origin(hint) in (typing.Union, types.UnionType)
         kind = next(t for t in typing.get_args(hint) if t is not type(None)) if optional else hint
+        if kind is bool:  # bool | None: neither switch leaves the field's own default (None: decided later)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default, help=help_text)
+            continue
         if typing.get_origin(kind) is typing.Literal:
             parser.add_argument(flag, choices=typing.get_args(kind), default=field.default, help=help_text)
         else:

@@ -23,10 +23,11 @@ from cloce.batching import STAND_IN, GlobalBatchSampler, global_batch_sizes, sha
 from cloce.config import TrainConfig
 from cloce.contrastive import PairSet, build_contrastive_pairs
 from cloce.data.dataset import Dataset
+from cloce.data.types import LabelMap
 from cloce.data.sampling import KShotSample, fixed_subset, sample_k_shot
 from cloce.encoding import Collator, EncodedSplit, TokenizedInstance
 from cloce.losses import BoundedMargin, contrastive_margin_loss
-from cloce.metrics import Evaluation, evaluate
+from cloce.metrics import Evaluation, evaluate, has_directed_labels
 from cloce.mlm_adapt import AdaptedBackbone, MlmAdaptConfig, adapt_backbone
 from cloce.pipeline import RelationPipeline, build_pipeline, type_vocabulary
 from cloce.runtime import Runtime, bf16_active, pick_device, seed_everything, set_threads, unwrap
@@ -114,7 +115,7 @@ def train(
     pipeline = build_pipeline(
         variant, dataset.label_map, types, str(adapted.path) if adapted else config.model, config.max_seq_len,
         backbone_config=None if adapted else backbone_config, fresh_head_init=config.fresh_head_init,
-        sentence_markers=config.sentence_markers,
+        sentence_markers=sentence_markers_for(config, dataset.label_map),
         label_init=config.label_init, template=config.template,
     )
     train_tokens = pipeline.tokenize(train_instances)
@@ -193,6 +194,17 @@ def train(
     return TrainResult(config, pipeline, sample, history, best_epoch, best_val, test_eval, test_predictions, adapted,
                        bf16_active=bf16_active(runtime.device, config.bf16),
                        test_gold=[item.label for item in test_split.items] if test_split is not None else [])
+
+
+def sentence_markers_for(config: TrainConfig, label_map: LabelMap) -> bool:
+    """The config's choice, else `markers_by_default`."""
+    return config.sentence_markers if config.sentence_markers is not None else markers_by_default(label_map)
+
+
+def markers_by_default(label_map: LabelMap) -> bool:
+    """On exactly for directed labels (SemEval's): there the unmarked sentence leaves the [MASK]
+    state to work out which entity is the head (README: what the markers gave)."""
+    return has_directed_labels(label_map.labels)
 
 
 def adapted_backbone(

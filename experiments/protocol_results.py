@@ -17,6 +17,7 @@ Parts (experiments/semeval_protocol.toml says the protocol: K=16, seeds 1-5, 20 
   direction_role_init     prompt_ki, each directed soft label starting from the head's role word
   direction_role_template prompt_ki, role init + "[T_h] head is the [MASK] of [T_t] tail"
   mlm_head_only           prompt_ki after 300 masked-LM steps on the MLM head only (seeds 1-3)
+  direction_markers_cloce_d  cloce_d + the sentence markers (its chosen cl_lr and margin), paired with its seeds
   scierc_protocol         SciERC, all variants, K 8/16 (experiments/scierc_protocol.toml)
   semeval_full_cl_lr      full data, cloce_d at the paper's contrastive lr 1e-6 (seed 1)
 Each direction part and the head-only part pair with semeval_protocol's prompt_ki seeds.
@@ -77,12 +78,17 @@ OPTIONS = (
     Part("mlm_head_only", "prompt_ki + head-only MLM", PROMPT_KI, seeds=(1, 2, 3),
          settings=("train.mlm_adapt_steps=300", "train.mlm_adapt_head_only=true")),
 )
+# The markers on the contrastive side too, before they became SemEval's default: cloce_d at
+# the contrastive lr and margin its semeval_protocol search chose (seed 1), paired with its seeds.
+CLOCE_D_MARKERS = Part("direction_markers_cloce_d", "cloce_d + markers", ("--variants", "cloce_d"),
+                       settings=("train.sentence_markers=true", "spaces.cloce_d.cl_lr=6.8240784270988346e-06",
+                                 "spaces.cloce_d.margin=0.7482920440979423"))
 SCIERC = Part("scierc_protocol", "", experiment="scierc_protocol")
 # Full data, seed 1: cloce_d at the paper's contrastive lr, against the 1e-5 run of semeval_full
 # (benchmarks/results/semeval_full.jsonl, docs/results.md) that fell 15 points below prompt_ki.
 FULL_CL_LR = Part("semeval_full_cl_lr", "cloce_d, cl_lr 1e-6", ("--variants", "cloce_d"), seeds=(1,),
                   settings=("train.cl_lr=1e-6",), experiment="semeval_full")
-PARTS = {part.name: part for part in (MAIN, MAIN_K8, *OPTIONS, SCIERC, FULL_CL_LR)}
+PARTS = {part.name: part for part in (MAIN, MAIN_K8, *OPTIONS, CLOCE_D_MARKERS, SCIERC, FULL_CL_LR)}
 
 
 def run_part(part: Part, tracking_uri: str | None) -> int:
@@ -108,16 +114,17 @@ def report() -> str:
     from study.plots import plot_learning_curves
     from study.tables import best_epochs_display, fewshot_table, to_markdown
 
-    main = records(MAIN)
+    main = records(MAIN) + records(MAIN_K8)
+    ks = sorted({r["k"] for r in main}) or [16]
     variants = ["finetune", "prompt_ki", "cloce_s", "cloce_d"]
-    lines = [f"{SECTION}: 20 epochs, 1,000 val sentences (issue 16)", "",
+    lines = [f"{SECTION}{' and K=8' if 8 in ks else ''}: 20 epochs, 1,000 val sentences (issue 16)", "",
              "Produced by `python experiments/protocol_results.py` (parts and protocol in its docstring and "
              "`experiments/semeval_protocol.toml`); `--report` rewrites this section from "
              "`experiments/results/*.jsonl`. Test on all 2,717 test sentences at the best val epoch; "
              "micro-F1 excludes `Other`; mean ± sample std over the seeds that finished. "
              + wall_time(WALL_TIME, []), ""]
     if main:
-        lines += [to_markdown(fewshot_table(main, variants, [16], MAIN.seeds)), "",
+        lines += [to_markdown(fewshot_table(main, variants, ks, MAIN.seeds)), "",
                   f"Rows by the commit that ran them: {provenance(main)}.", "",
                   "Best validation epoch (Table 4 style; curves in `docs/protocol_curves.png`):", "",
                   to_markdown(best_epochs_display(main, variants)), "",
@@ -130,7 +137,7 @@ def report() -> str:
         plot_learning_curves(main, CURVES, variants)
         if READING.exists():
             lines += [READING.read_text().rstrip(), ""]
-    reference = [r for r in main if r["variant"] == "prompt_ki"]
+    reference = [r for r in main if r["variant"] == "prompt_ki" and r["k"] == 16]
     options = [(part, records(part)) for part in OPTIONS]
     if any(rows for _, rows in options):
         rows = reference + [r for _, part_rows in options for r in part_rows]
@@ -140,6 +147,14 @@ def report() -> str:
                   f"Rows by the commit that ran them: {provenance(rows)}.", "",
                   to_markdown(comparison_table(rows, labels, MAIN.seeds,
                                                [(label, "prompt_ki") for label in labels[1:]])), ""]
+    cloce_markers = records(CLOCE_D_MARKERS)
+    if cloce_markers:
+        rows = [r for r in main if r["variant"] == "cloce_d" and r["k"] == 16] + cloce_markers
+        labels = ["cloce_d", CLOCE_D_MARKERS.label]
+        lines += ["### The sentence markers with cloce_d (paired with its seeds above)", "",
+                  to_markdown(fewshot_table(rows, labels, [16], MAIN.seeds)), "",
+                  f"Rows by the commit that ran them: {provenance(rows)}.", "",
+                  to_markdown(comparison_table(rows, labels, MAIN.seeds, [(labels[1], "cloce_d")])), ""]
     scierc = records(SCIERC)
     if scierc:
         every = ["finetune", "prompt", "prompt_ki", "cloce_s", "cloce_d"]

@@ -35,7 +35,7 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from cloce.config import DataConfig, TrainConfig
@@ -113,6 +113,15 @@ class StudyConfig:
     spaces: dict[str, SearchSpace]
     resources: ResourcesConfig
     requires_data_dir: bool = False  # the data has no default location: --data-dir is mandatory
+
+    def with_label_decisions(self, label_map) -> "StudyConfig":
+        """`train.sentence_markers` left to the data (unset) decided by its labels, as each trial
+        would decide it: the fingerprint and the parent run then say what runs."""
+        from cloce.train import markers_by_default
+
+        if self.train.get("sentence_markers") is not None:
+            return self
+        return replace(self, train={**self.train, "sentence_markers": markers_by_default(label_map)})
 
     def search_space(self, variant: str) -> SearchSpace:
         if variant not in VARIANTS:

@@ -21,8 +21,9 @@ class StudyError(RuntimeError):
     """Something to fix before the study can run (data, paths, tracking store)."""
 
 
-def preflight(study: StudyConfig, study_dir: Path) -> None:
-    """Bad data or an unwritable path stops the study before Ray starts, not hours into it."""
+def preflight(study: StudyConfig, study_dir: Path):
+    """Bad data or an unwritable path stops the study before Ray starts, not hours into it.
+    Returns the data's label map."""
     from cloce.data.dataset import load_dataset
     from cloce.data.sampling import KShotError, sample_k_shot
     from cloce.data.types import DataError
@@ -42,6 +43,7 @@ def preflight(study: StudyConfig, study_dir: Path) -> None:
         check_writable(study_dir, min_free_bytes=MIN_FREE_BYTES)
     except OSError as err:
         raise StudyError(str(err)) from None
+    return dataset.label_map
 
 
 def choose_study_dir(study: StudyConfig, requested: str | None, resume: bool) -> Path:
@@ -109,7 +111,7 @@ def run_study(study: StudyConfig, args) -> str:
         # Under `ray job submit` the working directory is a temporary copy on the head node.
         print("warning: on a cluster pass --study-dir, --tracking-uri and --storage-path on shared storage; "
               "the defaults live in the job's temporary working directory and are lost with it", flush=True)
-    preflight(study, study_dir)
+    study = study.with_label_decisions(preflight(study, study_dir))
     ledger = open_ledger(getattr(args, "results_file", None))
     uri = tracking.resolve_tracking_uri(args.tracking_uri)
     try:

@@ -183,6 +183,8 @@ def trial_record(result_metrics: dict, config: dict, variant: str, k: int, stage
         # How it ran, where that changes numbers (the fingerprint holds what the driver expected).
         "world_size": metrics.get("world_size"),
         "bf16_active": bool(metrics["bf16_active"]) if "bf16_active" in metrics else None,
+        # What train.sentence_markers decided (unset: by the labels); absent before it existed.
+        "sentence_markers_active": bool(metrics["sentence_markers_active"]) if "sentence_markers_active" in metrics else None,
         "history": json.loads(metrics.get("history_json", "[]")) if finished else [],
         # {"gold": [...], "pred": [...], "no_relation_id": i}: the paired bootstrap's input.
         "test_labels": json.loads(metrics["test_labels_json"]) if finished and "test_labels_json" in metrics else None,

@@ -161,6 +161,8 @@ def train_loop_per_worker(loop_config: dict) -> dict:
         "epochs_done": len(result.history),
         "final": 1,
         "kshot_size": len(result.sample.ids) if result.sample else 0,
+        # train.sentence_markers None decides by the labels: what it decided.
+        "sentence_markers_active": int(bool(getattr(result.pipeline.template, "sentence_markers", False))),
         **numbers_setup,
         **({} if reports.local_mode else {f"worker_{name}": value for name, value in phases.report().items()}),
     }
@@ -175,7 +177,8 @@ def train_loop_per_worker(loop_config: dict) -> dict:
     if run_id:
         with phases.phase("tracking"):
             # Per-epoch val F1 is already logged with step=epoch; the summary keeps its own names.
-            summary_keys = ("best_val_micro_f1", "best_epoch", "epochs_done", "test_micro_f1", "test_macro_f1_semeval")
+            summary_keys = ("best_val_micro_f1", "best_epoch", "epochs_done", "test_micro_f1", "test_macro_f1_semeval",
+                            "sentence_markers_active")
             tracking.log_metrics(uri, run_id, {k: final[k] for k in summary_keys if k in final})
             if result.sample is not None:
                 tracking.log_json(uri, run_id, result.sample.to_json(), "kshot_sample.json")

@@ -184,3 +184,12 @@ def test_help_explains_each_flag():
     assert result.returncode == 0
     for flag in ("--variant", "--k ", "--margin", "--cl-lr", "--model", "--data-dir", "--output-dir"):
         assert flag in result.stdout
+
+
+@pytest.mark.parametrize("flags, expected", [((), None), (("--sentence-markers",), True),
+                                             (("--no-sentence-markers",), False)])
+def test_sentence_markers_unset_leaves_the_choice_to_the_labels(flags, expected):
+    from cloce.cli import build_parser
+
+    args = build_parser().parse_args(["train", *flags])
+    assert args.sentence_markers is expected

@@ -260,3 +260,18 @@ def test_the_command_line_has_a_flag_for_each_option():
     assert build_parser().parse_args(["adapt"]).head_only is False
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--template", "the_relation"])
+
+
+UNDIRECTED = LabelMap.from_labels(["no_relation", "org:founded_by", "per:title"])
+
+
+def test_sentence_markers_by_default_exactly_where_labels_are_directed():
+    """Left unset, the markers follow the labels: SemEval's directed ones get them, TACRED's
+    do not; a value set either way is kept (False: the paper's template)."""
+    from cloce.train import sentence_markers_for
+
+    assert TrainConfig().sentence_markers is None
+    assert sentence_markers_for(TrainConfig(), LABELS) is True
+    assert sentence_markers_for(TrainConfig(), UNDIRECTED) is False
+    assert sentence_markers_for(TrainConfig(sentence_markers=False), LABELS) is False
+    assert sentence_markers_for(TrainConfig(sentence_markers=True), UNDIRECTED) is True

@@ -211,3 +211,33 @@ def test_unknown_experiment_lists_the_available_ones():
         experiment_path("no_such_study")
     message = str(caught.value)
     assert "no_such_study" in message and "quick" in message and "tacred_full" in message
+
+
+def test_the_driver_decides_sentence_markers_by_the_labels_and_recorded_results_keep_their_fingerprint():
+    """Unset, `train.sentence_markers` is decided by the data's labels before any fingerprint
+    is taken: on for SemEval's directed labels (a new fingerprint: other numbers), off for
+    undirected ones, where records made before the option existed still count; a study that
+    pins it (the recorded SemEval ones) keeps its value whatever the labels."""
+    import json
+    from pathlib import Path
+
+    from cloce.data.types import LabelMap
+
+    directed = LabelMap.from_labels(["Other", "Cause-Effect(e1,e2)", "Cause-Effect(e2,e1)"])
+    undirected = LabelMap.from_labels(["no_relation", "per:title"])
+    quick = load_study_config("quick")
+    assert "sentence_markers" not in quick.train
+    marked = quick.with_label_decisions(directed)
+    assert marked.train_config("prompt_ki", 8, 1).sentence_markers is True
+    pinned_off = load_study_config("quick", {"train.sentence_markers": False})
+    assert marked.cell_fingerprint("prompt_ki", 8) != pinned_off.cell_fingerprint("prompt_ki", 8)
+    assert quick.with_label_decisions(undirected).cell_fingerprint("prompt_ki", 8) == \
+        pinned_off.cell_fingerprint("prompt_ki", 8)
+    assert marked.cell_fingerprint("finetune", 8) == pinned_off.cell_fingerprint("finetune", 8)  # reads no prompt
+
+    results = Path(__file__).resolve().parents[1] / "experiments" / "results"
+    for name, labels in (("semeval_protocol", directed), ("scierc_protocol", undirected)):
+        study = load_study_config(name).with_label_decisions(labels)
+        recorded = {(r["variant"], r["k"]): r["fingerprint"] for r in map(json.loads, (results / f"{name}.jsonl").open())}
+        assert study.train_config("prompt_ki", 16, 1).sentence_markers is False
+        assert {cell: study.cell_fingerprint(*cell) for cell in recorded} == recorded

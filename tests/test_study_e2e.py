@@ -86,6 +86,7 @@ def test_tiny_two_stage_study_killed_then_resumed(tiny_semeval_dir, tiny_model_d
         history = client.get_metric_history(run.info.run_id, "val_micro_f1")
         assert sorted(m.step for m in history) == [1, 2]
         assert "test_micro_f1" in run.data.metrics
+        assert run.data.metrics["sentence_markers_active"] == 1.0  # unset, SemEval's directed labels decide
 
     parent = parents[0]
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "results")}
