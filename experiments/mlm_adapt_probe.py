@@ -23,7 +23,8 @@ else:
     steps = int(sys.argv[6]) if len(sys.argv) > 6 else 0
     alr = float(sys.argv[7]) if len(sys.argv) > 7 else 5e-5
     cfg = TrainConfig(variant=variant, k=k, seed=1, epochs=epochs, batch_size=8, lr=lr, kshot_val=True,
-                      test_sample=500, num_threads=THREADS, mlm_adapt_steps=steps, mlm_adapt_lr=alr)
+                      test_sample=500, num_threads=THREADS, mlm_adapt_steps=steps, mlm_adapt_lr=alr,
+                      sentence_markers=False)  # unmarked, as its results file was recorded
     t = time.perf_counter()
     res = train(cfg, ds)
     out = {"variant": variant, "k": k, "lr": lr, "epochs": epochs, "adapt_steps": steps, "adapt_lr": alr,

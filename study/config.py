@@ -166,6 +166,10 @@ class StudyConfig:
         will run (`numbers_setup`). A results file's records count for a cell only under the
         same fingerprint."""
         train = self.train_config(variant, k, 0).to_dict()
+        if train["sentence_markers"] is None and get_variant(variant).head != "marker":
+            # Undecided, the hash would match no record made under either value.
+            raise ValueError(f"study {self.name!r}: train.sentence_markers is left to the data's labels and not yet "
+                             "decided: take the fingerprint of study.with_label_decisions(label_map)")
         unused = ("seed", "num_threads")  # the seed is the record's own; threads change no number
         if get_variant(variant).head == "marker":  # fine-tuning reads no MLM head: adaptation is not its
             unused += tuple(name for name in train if name.startswith("mlm_adapt")) + ("fresh_head_init", "sentence_markers", "label_init", "template")

@@ -26,6 +26,13 @@ search_seed = 1
 """
 
 
+def decided(study):
+    """As the driver takes a SemEval study's fingerprints: train.sentence_markers decided by its labels."""
+    from cloce.data.types import LabelMap
+
+    return study.with_label_decisions(LabelMap.from_labels(["Other", "Cause-Effect(e1,e2)", "Cause-Effect(e2,e1)"]))
+
+
 def write(tmp_path, text: str):
     path = tmp_path / "study.toml"
     path.write_text(text)
@@ -118,7 +125,7 @@ def test_a_number_fixes_a_parameter_and_a_cell_with_nothing_to_search_has_no_sea
     assert config.fixed_hyperparams("cloce_s") == {"lr": 2e-4, "margin": 0.3}
     plain = load_study_config(write(tmp_path, MINIMAL))
     assert plain.searched("cloce_s") == {"lr": (1e-5, 5e-4), "cl_lr": (1e-6, 1e-4), "margin": (0.1, 1.0)}
-    assert config.cell_fingerprint("prompt", 8) != plain.cell_fingerprint("prompt", 8)
+    assert decided(config).cell_fingerprint("prompt", 8) != decided(plain).cell_fingerprint("prompt", 8)
 
 
 @pytest.mark.parametrize("extra, expected", [
@@ -138,8 +145,8 @@ def test_a_variant_can_take_another_variants_chosen_lr(tmp_path):
     assert config.to_dict()["spaces"]["cloce_s"]["lr_from"] == "prompt"
     # What the cell's records depend on changes; the source cell's does not.
     plain = load_study_config(write(tmp_path, MINIMAL))
-    assert config.cell_fingerprint("cloce_s", 8) != plain.cell_fingerprint("cloce_s", 8)
-    assert config.cell_fingerprint("prompt", 8) == plain.cell_fingerprint("prompt", 8)
+    assert decided(config).cell_fingerprint("cloce_s", 8) != decided(plain).cell_fingerprint("cloce_s", 8)
+    assert decided(config).cell_fingerprint("prompt", 8) == decided(plain).cell_fingerprint("prompt", 8)
 
 
 @pytest.mark.parametrize("extra, expected", [
@@ -234,6 +241,9 @@ def test_the_driver_decides_sentence_markers_by_the_labels_and_recorded_results_
     assert quick.with_label_decisions(undirected).cell_fingerprint("prompt_ki", 8) == \
         pinned_off.cell_fingerprint("prompt_ki", 8)
     assert marked.cell_fingerprint("finetune", 8) == pinned_off.cell_fingerprint("finetune", 8)  # reads no prompt
+    assert quick.cell_fingerprint("finetune", 8) == pinned_off.cell_fingerprint("finetune", 8)
+    with pytest.raises(ValueError, match="not yet decided"):  # would match no record under either value
+        quick.cell_fingerprint("prompt_ki", 8)
 
     results = Path(__file__).resolve().parents[1] / "experiments" / "results"
     for name, labels in (("semeval_protocol", directed), ("scierc_protocol", undirected)):

@@ -40,6 +40,13 @@ def run_study(data_dir, model_dir, tmp_path, name: str, results, num_samples: in
     return done.stdout
 
 
+def decided(study):
+    """As the driver takes a SemEval study's fingerprints: train.sentence_markers decided by its labels."""
+    from cloce.data.types import LabelMap
+
+    return study.with_label_decisions(LabelMap.from_labels(["Other", "Cause-Effect(e1,e2)", "Cause-Effect(e2,e1)"]))
+
+
 @pytest.mark.slow
 def test_a_rerun_continues_from_the_results_file(tiny_semeval_dir, tiny_model_dir, tmp_path):
     """One search trial + seed 2, then the same study asked for two search trials, elsewhere
@@ -80,9 +87,9 @@ def test_a_rerun_continues_from_the_results_file(tiny_semeval_dir, tiny_model_di
 def test_a_changed_experiment_does_not_reuse_old_records(tmp_path):
     from study.config import load_study_config
 
-    base = load_study_config("quick")
-    same = load_study_config("quick", {"study.seeds": [1, 2], "train.num_threads": 2, "search.max_concurrent_trials": 1})
-    longer = load_study_config("quick", {"train.epochs": 3})
+    base = decided(load_study_config("quick"))
+    same = decided(load_study_config("quick", {"study.seeds": [1, 2], "train.num_threads": 2, "search.max_concurrent_trials": 1}))
+    longer = decided(load_study_config("quick", {"train.epochs": 3}))
     assert base.cell_fingerprint("prompt_ki", 8) == same.cell_fingerprint("prompt_ki", 8)
     assert base.cell_fingerprint("prompt_ki", 8) != longer.cell_fingerprint("prompt_ki", 8)
     assert base.cell_fingerprint("prompt_ki", 8) != base.cell_fingerprint("prompt_ki", 16)
@@ -94,13 +101,13 @@ def test_a_changed_experiment_does_not_reuse_old_records(tmp_path):
     assert ledger.of("final", "prompt_ki", 8, longer.cell_fingerprint("prompt_ki", 8)) == []
 
 
-@pytest.mark.parametrize("prompt_only", [{"train.mlm_adapt_steps": 100}, {"train.sentence_markers": True},
+@pytest.mark.parametrize("prompt_only", [{"train.mlm_adapt_steps": 100}, {"train.sentence_markers": False},
                                          {"train.fresh_head_init": "random"}, {"train.label_init": "role"},
                                          {"train.template": "role_of"}, {"train.mlm_adapt_head_only": True, "train.mlm_adapt_steps": 100}])
 def test_prompt_only_options_change_the_prompt_cells_only(prompt_only):
     from study.config import load_study_config
 
-    base, adapted = load_study_config("quick"), load_study_config("quick", prompt_only)
+    base, adapted = decided(load_study_config("quick")), decided(load_study_config("quick", prompt_only))
     assert base.cell_fingerprint("finetune", 8) == adapted.cell_fingerprint("finetune", 8)
     assert base.cell_fingerprint("prompt_ki", 8) != adapted.cell_fingerprint("prompt_ki", 8)
 
@@ -111,7 +118,7 @@ def test_how_the_trials_run_is_in_the_fingerprint_where_it_changes_numbers(monke
 
     def fingerprint(native: bool = True, **overrides) -> str:
         monkeypatch.setattr(cloce.runtime, "bf16_native", lambda device_type: native)
-        return load_study_config("quick", overrides).cell_fingerprint("cloce_d", 8)
+        return decided(load_study_config("quick", overrides)).cell_fingerprint("cloce_d", 8)
 
     local = fingerprint()  # quick: local mode (workers_per_trial = 0), CPU, bf16 asked for
     assert fingerprint(**{"resources.workers_per_trial": 1, "resources.cpus_per_worker": 2}) == local  # one worker
