@@ -23,6 +23,7 @@ from pathlib import Path
 
 from study import tracking
 from study.cleanup import discard_finished_checkpoints
+from study.tune_state import set_aside, unreadable_tune_state
 from study.config import CONTRASTIVE_VARIANTS, LOG_UNIFORM, StudyConfig
 from study.cell_search import (
     MODE, OBJECTIVE, CellSearcher, CellSearchSync, SearchOnlyASHA, best_record, config_key, fixed_config,
@@ -98,7 +99,13 @@ def run_cell(context: TrialContext, tune_dir: str, param_space: dict, tune_confi
     local_mode = context.study.resources.workers_per_trial == 0
     max_failures = context.study.resources.max_failures if local_mode else 0
     tuner = None
-    if resume and tune.Tuner.can_restore(path):
+    unreadable = unreadable_tune_state(path) if resume and tune.Tuner.can_restore(path) else None
+    if unreadable:
+        aside = set_aside(path)
+        print(f"[resume] {name}: Tune's saved state is unreadable ({unreadable}; the driver was killed while "
+              f"writing it): set aside as {aside.name}; the cell starts again, its finished trials too "
+              "unless the study has a results file", flush=True)
+    elif resume and tune.Tuner.can_restore(path):
         try:
             tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=False, restart_errored=False)
         except Exception as err:  # killed before its first trial was saved: start the cell afresh

@@ -72,8 +72,12 @@ def test_tiny_two_stage_study_killed_then_resumed(tiny_semeval_dir, tiny_model_d
     client, parents, children = child_runs(db)
     assert len(parents) == 1
     # Per cell: 2 search trials + 1 final trial (seed 2; seed 1 is the best search run, reused).
+    # A kill while Tune wrote cloce_s's state leaves it unreadable (seen once): that cell then
+    # starts again, and its search trials that had finished run again, as new trials.
+    torn = "Tune's saved state is unreadable" in done.stdout
+    again = [r for r in before if r.data.tags["cloce.trial_key"].startswith("search/cloce_s/")] if torn else []
     keys = sorted(r.data.tags["cloce.trial_key"] for r in children)
-    assert len(keys) == 6 and len(set(keys)) == 6, (keys, done.stdout[-4000:])
+    assert len(keys) == 6 + len(again) and len(set(keys)) == len(keys), (keys, done.stdout[-4000:])
     assert sum(k.startswith("final/") for k in keys) == 2
     assert {k: v for k, v in first_cell.items()} == {
         r.data.tags["cloce.trial_key"]: r.info.run_id for r in children if "/prompt_ki/" in r.data.tags["cloce.trial_key"]}

@@ -1,0 +1,47 @@
+"""Whether a cell's saved Tune state can be restored. A driver killed while Tune copies its
+state into the cell's directory leaves the files empty or cut short (seen in
+tests/test_study_e2e.py: all three 0 bytes). `Tuner.restore` accepts such a directory and its
+`fit` then fails every trial (the searcher comes back without its search space), so the cell
+is checked first and, unreadable, set aside to start again."""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+# Tune's own file names (TuneController, SearchGenerator, Searcher .CKPT_FILE_TMPL); the newest
+# of each is the one restored.
+STATE_FILES = ("experiment_state-*.json", "search_gen_state-*.json", "searcher-state-*.pkl")
+
+
+def unreadable_tune_state(cell_dir: str | Path) -> str | None:
+    """The first of the newest state files that cannot be read back (its name and why), or
+    None. Only a local directory is checked: elsewhere Tune's restore has the last word."""
+    directory = Path(cell_dir)
+    if "://" in str(cell_dir) or not directory.is_dir():
+        return None
+    for pattern in STATE_FILES:
+        files = sorted(directory.glob(pattern))
+        if not files:
+            continue
+        newest = files[-1]
+        if newest.stat().st_size == 0:
+            return f"{newest.name} is empty"
+        if newest.suffix == ".json":
+            try:
+                json.loads(newest.read_text())
+            except ValueError as err:
+                return f"{newest.name} is cut short ({err})"
+    return None
+
+
+def set_aside(cell_dir: str | Path) -> Path:
+    """Rename the cell's directory out of Tune's way. Its trials' results stay there to read;
+    their checkpoints go (weights + optimiser state: nothing resumes from them now)."""
+    directory = Path(cell_dir)
+    aside = directory.with_name(f"{directory.name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")
+    directory.rename(aside)
+    for checkpoint in [path for path in aside.glob("*/checkpoint_*") if path.is_dir()]:
+        shutil.rmtree(checkpoint, ignore_errors=True)
+    return aside
