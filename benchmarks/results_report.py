@@ -74,11 +74,9 @@ def current(records: list[dict], experiment: str | None) -> list[dict]:
 
     study = load_study_config(experiment)
     if study.train.get("sentence_markers") is None:  # left to the labels: decide as the study's driver does
-        from cloce.data.dataset import load_dataset
+        from study.warm import dataset
 
-        data = study.data_config()
-        labels = load_dataset(data.data_dir, train=data.train, val=data.val, test=data.test, fmt=data.format).label_map
-        study = study.with_label_decisions(labels)
+        study = study.with_label_decisions(dataset(study.data_config()).label_map)
     return [r for r in records if r.get("fingerprint") == study.cell_fingerprint(r["variant"], r["k"])]
 
 

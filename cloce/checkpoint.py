@@ -49,7 +49,7 @@ def save_checkpoint(pipeline: RelationPipeline, directory: str | Path, extra: di
         "type_names": list(pipeline.vocab.type_names) if pipeline.vocab else [],
         "max_seq_len": _max_seq_len(pipeline),
         "head_pretrained": pipeline.head_pretrained,
-        "sentence_markers": bool(getattr(pipeline.template, "sentence_markers", False)),
+        "sentence_markers": pipeline.sentence_markers,
         "template": getattr(pipeline.template, "wording", "relation_of"),
         "label_init": pipeline.vocab.label_init if pipeline.vocab else "name",
         "extra": extra or {},

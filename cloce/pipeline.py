@@ -34,6 +34,12 @@ class RelationPipeline:
     def encode(self, tokenized: Sequence[TokenizedInstance]) -> list[Encoded]:
         return [self.template.encode(t) for t in tokenized]
 
+    @property
+    def sentence_markers(self) -> bool:
+        """The prompt's sentence carries `@ head @ ... # tail #` (TrainConfig.sentence_markers,
+        as decided; fine-tuning's own markers are not this option)."""
+        return bool(getattr(self.template, "sentence_markers", False))
+
 
 def type_vocabulary(instances: Sequence[RelationInstance]) -> tuple[str, ...]:
     """Entity types seen in the data, sorted; the generic type stands in for missing ones."""

@@ -88,7 +88,7 @@ def write_outputs(result: TrainResult, files: dict, out: Path, seconds: float) -
         "generic_type_only": bool(pipeline.vocab) and pipeline.vocab.type_names == ("entity",),
         "mlm_head_pretrained": pipeline.head_pretrained,
         "backbone": pipeline.model_name,
-        "sentence_markers_active": bool(getattr(pipeline.template, "sentence_markers", False)),  # None asks the labels
+        "sentence_markers_active": pipeline.sentence_markers,  # train_config None: the labels decided
         "bf16_active": result.bf16_active,  # train_config.bf16 only asks: the device decides
         # The adapted checkpoint's inputs and its training cost (seconds) when it was trained.
         "mlm_adapt": None if result.mlm_adapt is None else result.mlm_adapt.info | {

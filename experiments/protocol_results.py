@@ -137,7 +137,10 @@ def report() -> str:
         plot_learning_curves(main, CURVES, variants)
         if READING.exists():
             lines += [READING.read_text().rstrip(), ""]
-    reference = [r for r in main if r["variant"] == "prompt_ki" and r["k"] == 16]
+    def at_k16(variant: str) -> list[dict]:  # the seeds the K=16 options pair with
+        return [r for r in main if r["variant"] == variant and r["k"] == 16]
+
+    reference = at_k16("prompt_ki")
     options = [(part, records(part)) for part in OPTIONS]
     if any(rows for _, rows in options):
         rows = reference + [r for _, part_rows in options for r in part_rows]
@@ -149,7 +152,7 @@ def report() -> str:
                                                [(label, "prompt_ki") for label in labels[1:]])), ""]
     cloce_markers = records(CLOCE_D_MARKERS)
     if cloce_markers:
-        rows = [r for r in main if r["variant"] == "cloce_d" and r["k"] == 16] + cloce_markers
+        rows = at_k16("cloce_d") + cloce_markers
         labels = ["cloce_d", CLOCE_D_MARKERS.label]
         lines += ["### The sentence markers with cloce_d (paired with its seeds above)", "",
                   to_markdown(fewshot_table(rows, labels, [16], MAIN.seeds)), "",

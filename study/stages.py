@@ -99,13 +99,14 @@ def run_cell(context: TrialContext, tune_dir: str, param_space: dict, tune_confi
     local_mode = context.study.resources.workers_per_trial == 0
     max_failures = context.study.resources.max_failures if local_mode else 0
     tuner = None
-    unreadable = unreadable_tune_state(path) if resume and tune.Tuner.can_restore(path) else None
+    restorable = resume and tune.Tuner.can_restore(path)
+    unreadable = unreadable_tune_state(path) if restorable else None
     if unreadable:
         aside = set_aside(path)
         print(f"[resume] {name}: Tune's saved state is unreadable ({unreadable}; the driver was killed while "
               f"writing it): set aside as {aside.name}; the cell starts again, its finished trials too "
               "unless the study has a results file", flush=True)
-    elif resume and tune.Tuner.can_restore(path):
+    elif restorable:
         try:
             tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=False, restart_errored=False)
         except Exception as err:  # killed before its first trial was saved: start the cell afresh

@@ -10,9 +10,13 @@ import shutil
 import time
 from pathlib import Path
 
-# Tune's own file names (TuneController, SearchGenerator, Searcher .CKPT_FILE_TMPL); the newest
-# of each is the one restored.
-STATE_FILES = ("experiment_state-*.json", "search_gen_state-*.json", "searcher-state-*.pkl")
+def state_file_patterns() -> tuple[str, ...]:
+    """Tune's own state file names, from its classes: the newest of each is the one restored."""
+    from ray.tune.execution.tune_controller import TuneController
+    from ray.tune.search.search_generator import SearchGenerator
+    from ray.tune.search.searcher import Searcher
+
+    return tuple(owner.CKPT_FILE_TMPL.format("*") for owner in (TuneController, SearchGenerator, Searcher))
 
 
 def unreadable_tune_state(cell_dir: str | Path) -> str | None:
@@ -21,7 +25,7 @@ def unreadable_tune_state(cell_dir: str | Path) -> str | None:
     directory = Path(cell_dir)
     if "://" in str(cell_dir) or not directory.is_dir():
         return None
-    for pattern in STATE_FILES:
+    for pattern in state_file_patterns():
         files = sorted(directory.glob(pattern))
         if not files:
             continue

@@ -162,7 +162,7 @@ def train_loop_per_worker(loop_config: dict) -> dict:
         "final": 1,
         "kshot_size": len(result.sample.ids) if result.sample else 0,
         # train.sentence_markers None decides by the labels: what it decided.
-        "sentence_markers_active": int(bool(getattr(result.pipeline.template, "sentence_markers", False))),
+        "sentence_markers_active": int(result.pipeline.sentence_markers),
         **numbers_setup,
         **({} if reports.local_mode else {f"worker_{name}": value for name, value in phases.report().items()}),
     }
