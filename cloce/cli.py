@@ -17,6 +17,8 @@ TRAIN_HELP = {
     "model": "Hugging Face model id or local path (default: the bundled all-MiniLM-L6-v2)",
     "k": "K-shot: instances per relation sampled from train (0 = the full training set)",
     "seed": "seed of the K-shot sample and of training (the paper uses 1..5)",
+    "kshot_sampler": "how the K-shot set is drawn: knowprompt (KnowPrompt's own sets: seed s after the "
+                     "shuffles of seeds 1..s-1) or per_label (each label drawn on its own)",
     "kshot_val": "validate on a K-shot sample of val (same K and seed) instead of all of val",
     "test_sample": "test on a fixed random subset of this many test sentences, the same for every run "
                    "(default: the whole test set)",
@@ -107,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--test", help="test file")
     data.add_argument("--format", choices=("auto", "tacred", "opennre"), default="auto",
                       help="input format: TACRED json or OpenNRE/SemEval jsonl (default: detect)")
+    data.add_argument("--kshot-dir", help="ready-made K-shot sets, <dir>/<K>-<seed>/train.txt as KnowPrompt and "
+                      "DeepKE write them (with their own val/test where present); --k and --seed pick one")
     train.add_argument("--output-dir", default="outputs/run", help="where the checkpoint, history and reports go")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_config_flags(train.add_argument_group("method and hyper-parameters"))
@@ -149,7 +153,7 @@ def _train(args) -> int:
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
     values["k"] = values["k"] or None
     config = TrainConfig(**values)
-    data = DataConfig(args.data_dir, args.train, args.val, args.test, args.format)
+    data = DataConfig(args.data_dir, args.train, args.val, args.test, args.format, args.kshot_dir)
     progress = ProgressBar(config.epochs, enabled=not args.no_progress)
     result = run_training(config, data, args.output_dir, callbacks=[progress])
     progress.bar.close()

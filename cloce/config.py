@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Literal
 
+from cloce.data.sampling import KSHOT_SAMPLERS
 from cloce.variants import VARIANTS
 
 
@@ -18,6 +19,9 @@ class DataConfig:
     val: str | None = None
     test: str | None = None
     format: Literal["auto", "tacred", "opennre"] = "auto"
+    # Ready-made K-shot sets, `<dir>/<K>-<seed>/train.txt` (KnowPrompt's and DeepKE's layout,
+    # with their own val/test where present); None: TrainConfig.kshot_sampler draws them.
+    kshot_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,10 @@ class TrainConfig:
     model: str | None = None  # Hugging Face id or local path; None: the bundled all-MiniLM-L6-v2
     k: int | None = 16  # instances per relation; None trains on the full training set
     seed: int = 1  # picks the K-shot sample and seeds training
+    # How the K-shot set is drawn (cloce/data/sampling.py): "knowprompt", KnowPrompt's own sets
+    # (seed s after the shuffles of seeds 1..s-1, as its generate_k_shot.py makes them), or
+    # "per_label", each label drawn on its own from (K, seed, label): the project's sets before.
+    kshot_sampler: Literal["knowprompt", "per_label"] = "knowprompt"
     kshot_val: bool = False  # validate on a K-shot sample of val instead of all of it
     test_sample: int | None = None  # test on a fixed random subset of this size (same for every run); None: all
     val_sample: int | None = None  # validate on a fixed random subset of val of this size; None: all
@@ -91,6 +99,8 @@ class TrainConfig:
     def _problems(self):
         if self.variant not in VARIANTS:
             yield f"variant: {self.variant!r} is not one of {', '.join(VARIANTS)}"
+        if self.kshot_sampler not in KSHOT_SAMPLERS:
+            yield f"kshot_sampler: must be one of {', '.join(KSHOT_SAMPLERS)}, got {self.kshot_sampler!r}"
         if self.k is not None and self.k < 1:
             yield f"k: must be >= 1 (or None for full data), got {self.k}"
         for name in ("epochs", "batch_size", "eval_batch_size", "cl_batch_size", "max_seq_len"):

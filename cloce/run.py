@@ -43,7 +43,8 @@ def run_training(
 ) -> TrainResult:
     out = check_writable(output_dir, min_free_bytes=256 << 20) if output_dir is not None else None
     dataset = load_dataset(
-        data_config.data_dir, train=data_config.train, val=data_config.val, test=data_config.test, fmt=data_config.format
+        data_config.data_dir, train=data_config.train, val=data_config.val, test=data_config.test, fmt=data_config.format,
+        kshot_dir=data_config.kshot_dir,
     )
     started = time.perf_counter()
     result = train(train_config, dataset, callbacks, runtime, backbone_config)

@@ -24,7 +24,8 @@ from cloce.config import TrainConfig
 from cloce.contrastive import PairSet, build_contrastive_pairs
 from cloce.data.dataset import Dataset
 from cloce.data.types import LabelMap
-from cloce.data.sampling import KShotSample, fixed_subset, sample_k_shot
+from cloce.data.kshot_sets import k_shot_splits
+from cloce.data.sampling import KShotSample, draw_k_shot, fixed_subset
 from cloce.encoding import Collator, EncodedSplit, TokenizedInstance
 from cloce.losses import BoundedMargin, contrastive_margin_loss
 from cloce.metrics import Evaluation, evaluate, has_directed_labels
@@ -104,12 +105,16 @@ def train(
     seed_everything(config.seed)
     variant = get_variant(config.variant)
 
-    # Data: the K-shot sample of train (val and test unchanged), tokenised once per split.
-    sample = sample_k_shot(dataset.train, dataset.label_map, config.k, config.seed) if config.k else None
+    # Data: the K-shot sample of train (val and test unchanged, unless a ready-made K-shot
+    # folder brings its own), tokenised once per split.
+    kshot = k_shot_splits(dataset, config.k, config.seed, config.kshot_sampler) if config.k else None
+    sample = kshot.sample if kshot else None
     train_instances = sample.instances if sample else dataset.train
-    val_instances = fixed_subset(dataset.val, config.val_sample, name="cloce-val-subset")
+    val_pool = kshot.val if kshot and kshot.val is not None else dataset.val
+    val_instances = fixed_subset(val_pool, config.val_sample, name="cloce-val-subset")
     if config.kshot_val:
-        val_instances = sample_k_shot(dataset.val, dataset.label_map, config.k, config.seed, allow_short=True).instances
+        val_instances = draw_k_shot(val_pool, dataset.label_map, config.k, config.seed, config.kshot_sampler,
+                                    allow_short=True).instances
     types = type_vocabulary([*dataset.train, *dataset.val, *dataset.test])
     adapted = adapted_backbone(config, dataset, variant, runtime, backbone_config)
     pipeline = build_pipeline(
@@ -127,7 +132,7 @@ def train(
         )
     )
     val_split = EncodedSplit(pipeline.encode(pipeline.tokenize(val_instances)))
-    test_instances = fixed_subset(dataset.test, config.test_sample)
+    test_instances = fixed_subset(kshot.test if kshot and kshot.test is not None else dataset.test, config.test_sample)
     test_split = EncodedSplit(pipeline.encode(pipeline.tokenize(test_instances))) if test_instances else None
 
     # Model and optimisers: one for cross-entropy, one of its own for the contrastive step.

@@ -38,7 +38,7 @@ VARIANTS = ("finetune", "prompt", "prompt_ki", "cloce_s", "cloce_d")
 SEEDS = (1, 2, 3)
 LEARNING_RATES = (1e-4, 3e-4)
 FIXED = dict(k=16, epochs=10, batch_size=16, cl_lr=1e-5, margin=0.5, kshot_val=True, num_threads=1,
-             sentence_markers=False)  # the paper's unmarked template, as core_k16.jsonl was recorded
+             sentence_markers=False, kshot_sampler="per_label")  # the paper's unmarked template and the sets core_k16.jsonl was recorded with
 SEARCHED = ("finetune", "prompt_ki")  # the others take prompt_ki's learning rate
 LR_FROM = {"prompt": "prompt_ki", "cloce_s": "prompt_ki", "cloce_d": "prompt_ki"}
 PEER = {8: 30.9, 16: 53.4, 32: 69.3}  # HF Trainer, [CLS] over @/# markers, 30 epochs, lr on val, seed 1

@@ -24,7 +24,7 @@ else:
     alr = float(sys.argv[7]) if len(sys.argv) > 7 else 5e-5
     cfg = TrainConfig(variant=variant, k=k, seed=1, epochs=epochs, batch_size=8, lr=lr, kshot_val=True,
                       test_sample=500, num_threads=THREADS, mlm_adapt_steps=steps, mlm_adapt_lr=alr,
-                      sentence_markers=False)  # unmarked, as its results file was recorded
+                      sentence_markers=False, kshot_sampler="per_label")  # unmarked, on the sets its results file was recorded with
     t = time.perf_counter()
     res = train(cfg, ds)
     out = {"variant": variant, "k": k, "lr": lr, "epochs": epochs, "adapt_steps": steps, "adapt_lr": alr,

@@ -80,7 +80,7 @@ if LABEL_INIT == "prototype":
 
 
 cfg = TrainConfig(variant=variant, k=k, seed=seed, epochs=epochs, batch_size=8, eval_batch_size=64, max_seq_len=128, lr=lr, val_sample=300,
-                  num_threads=THREADS, bf16=True, fresh_head_init=HEAD_INIT,
+                  num_threads=THREADS, bf16=True, fresh_head_init=HEAD_INIT, kshot_sampler="per_label",  # as recorded
                   sentence_markers=os.environ.get("PROBE_MARKERS") == "1")  # @ head @ ... # tail # in the sentence
 t = time.perf_counter()
 dataset = load_dataset(None)

@@ -5,7 +5,8 @@ Optuna on the K-shot sample of `search.search_seed` (choosing on val, never on t
 trains every seed of `study.seeds` with the chosen values.
 
     [study]             name, description, data_dir, data_format, model, variants, ks, seeds,
-                        requires_data_dir
+                        requires_data_dir, kshot_dir (ready-made K-shot sets, <dir>/<K>-<seed>/train.txt:
+                        the sets of the K and seed axes, instead of train.kshot_sampler's draw)
     [train]             fixed TrainConfig fields of every trial (variant, k, seed and model
                         come from [study])
     [search]            num_samples, search_seed, max_concurrent_trials (per cell; 0: all), asha,
@@ -113,6 +114,13 @@ class StudyConfig:
     spaces: dict[str, SearchSpace]
     resources: ResourcesConfig
     requires_data_dir: bool = False  # the data has no default location: --data-dir is mandatory
+    kshot_dir: str | None = None  # ready-made K-shot sets (cloce/data/kshot_sets.py); relative: as data_dir
+
+    def kshot_sets(self) -> str:
+        """Which K-shot sets the study's trials train on, as its tables and runs name them."""
+        if self.kshot_dir:
+            return f"folder {self.kshot_dir}"
+        return str(self.train.get("kshot_sampler", TrainConfig.kshot_sampler))
 
     def with_label_decisions(self, label_map) -> "StudyConfig":
         """`train.sentence_markers` left to the data (unset) decided by its labels, as each trial
@@ -173,6 +181,8 @@ class StudyConfig:
         unused = ("seed", "num_threads")  # the seed is the record's own; threads change no number
         if get_variant(variant).head == "marker":  # fine-tuning reads no MLM head: adaptation is not its
             unused += tuple(name for name in train if name.startswith("mlm_adapt")) + ("fresh_head_init", "sentence_markers", "label_init", "template")
+        if not k:  # the full training set: no K-shot set is drawn
+            unused += ("kshot_sampler",)
         for name in unused:
             train.pop(name, None)
         for name, neutral in ADDED_TRAIN_FIELDS.items():  # at their neutral value: as before they existed
@@ -182,7 +192,10 @@ class StudyConfig:
         if space["lr_from"] is None:  # added later: at its neutral value it leaves earlier records valid
             del space["lr_from"]
         # data_dir as written: a relative one resolves to another path in another clone.
-        parts = {"train": train, "data": vars(self.data_config()) | {"data_dir": self.data_dir}, "space": space,
+        data = vars(self.data_config()) | {"data_dir": self.data_dir, "kshot_dir": self.kshot_dir}
+        if data["kshot_dir"] is None:  # added later: without one, earlier records stay valid
+            del data["kshot_dir"]
+        parts = {"train": train, "data": data, "space": space,
                  # Not num_samples: more search trials extend a search, its finished ones still count.
                  "search": [self.search.enabled, self.search.search_seed, self.search.asha, self.search.grace_period]}
         setup = self.numbers_setup()
@@ -221,10 +234,8 @@ class StudyConfig:
         return {name: value for name, value in setup.items() if value != neutral[name]}
 
     def data_config(self) -> DataConfig:
-        data_dir = self.data_dir
-        if data_dir and not Path(data_dir).expanduser().is_absolute():
-            data_dir = os.path.normpath(REPO_ROOT / data_dir)  # normpath: "<repo>/../shared" -> "<parent>/shared"
-        return DataConfig(data_dir=data_dir, format=self.data_format)
+        return DataConfig(data_dir=_from_repo_root(self.data_dir), format=self.data_format,
+                          kshot_dir=_from_repo_root(self.kshot_dir))
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -234,13 +245,20 @@ class StudyConfig:
 
 # TrainConfig fields added after results files were recorded, with the value that behaves as
 # before they existed: left out of a cell's fingerprint at that value, so those records still count.
-ADDED_TRAIN_FIELDS = {"sentence_markers": False, "label_init": "name", "template": "relation_of", "mlm_adapt_head_only": False}
+ADDED_TRAIN_FIELDS = {"sentence_markers": False, "label_init": "name", "template": "relation_of", "mlm_adapt_head_only": False,
+                      "kshot_sampler": "per_label"}
 
 DEFAULT_SPACES: dict[str, SearchSpace] = {
     name: SearchSpace(lr=(1e-5, 5e-4), cl_lr=(1e-6, 1e-4), margin=(0.1, 1.0))
     if name in CONTRASTIVE_VARIANTS else SearchSpace(lr=(1e-5, 5e-4))
     for name in VARIANTS
 }
+
+
+def _from_repo_root(path: str | None) -> str | None:
+    if path and not Path(path).expanduser().is_absolute():
+        return os.path.normpath(REPO_ROOT / path)  # normpath: "<repo>/../shared" -> "<parent>/shared"
+    return path
 
 
 def _plain(value):

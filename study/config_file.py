@@ -25,7 +25,7 @@ _STUDY_KEYS = {
     "name": (str, _REQUIRED), "description": (str, ""), "data_dir": (str, ""),
     "data_format": (Literal["auto", "tacred", "opennre"], "auto"), "model": (str, ""),
     "variants": (tuple[str, ...], _REQUIRED), "ks": (tuple[int, ...], _REQUIRED),
-    "seeds": (tuple[int, ...], _REQUIRED), "requires_data_dir": (bool, False),
+    "seeds": (tuple[int, ...], _REQUIRED), "requires_data_dir": (bool, False), "kshot_dir": (str, ""),
 }
 # The dataclasses' own defaults.
 _SEARCH_KEYS = {name: (hint, getattr(SearchConfig, name, _REQUIRED)) for name, hint in get_type_hints(SearchConfig).items()}
@@ -151,6 +151,7 @@ def _build(raw: dict, problems: list[str]) -> StudyConfig | None:
         data_format=study["data_format"], model=study["model"] or None, variants=study["variants"],
         ks=study["ks"], seeds=study["seeds"], train=train, search=SearchConfig(**search), spaces=spaces,
         resources=ResourcesConfig(**resources), requires_data_dir=study["requires_data_dir"],
+        kshot_dir=study["kshot_dir"] or None,
     )
     for variant in config.variants:
         source = config.search_space(variant).lr_from

@@ -24,8 +24,8 @@ class StudyError(RuntimeError):
 def preflight(study: StudyConfig, study_dir: Path):
     """Bad data or an unwritable path stops the study before Ray starts, not hours into it.
     Returns the data's label map."""
-    from cloce.data.dataset import load_dataset
-    from cloce.data.sampling import KShotError, sample_k_shot
+    from cloce.data.kshot_sets import k_shot_splits
+    from cloce.data.sampling import KShotError
     from cloce.data.types import DataError
     from cloce.run import check_writable
 
@@ -34,10 +34,12 @@ def preflight(study: StudyConfig, study_dir: Path):
                          "(TACRED-style train.json/dev.json/test.json)")
     data = study.data_config()
     try:
-        dataset = load_dataset(data.data_dir, train=data.train, val=data.val, test=data.test, fmt=data.format)
+        dataset = study_dataset(study)
         for k in (k for k in study.ks if k):  # a class smaller than K fails for every seed alike
-            sample_k_shot(dataset.train, dataset.label_map, k, study.search.search_seed)
-    except (DataError, KShotError) as err:
+            # A ready-made folder must hold every (K, seed) the study trains on.
+            for seed in sorted({*study.seeds, study.search.search_seed}) if dataset.kshot_dir else [study.search.search_seed]:
+                k_shot_splits(dataset, k, seed, study.train_config(study.variants[0], k, seed).kshot_sampler)
+    except (DataError, KShotError, ValueError) as err:
         raise StudyError(str(err)) from None
     try:
         check_writable(study_dir, min_free_bytes=MIN_FREE_BYTES)
@@ -117,7 +119,7 @@ def run_study(study: StudyConfig, args) -> str:
     try:
         experiment_id, parent_id = tracking.start_parent_run(
             uri, f"cloce-{study.name}", str(study_dir.resolve()), params=study.to_dict(),
-            tags={"study": study.name, "study_dir": str(study_dir)}, run_name=f"study {study_dir.name}",
+            tags={"study": study.name, "study_dir": str(study_dir), "kshot_sets": study.kshot_sets()}, run_name=f"study {study_dir.name}",
         )
     except Exception as err:
         raise StudyError(f"cannot use the MLflow store {uri!r}: {err}") from None
@@ -139,7 +141,7 @@ def run_study(study: StudyConfig, args) -> str:
         cells = sorted({f"{r['variant']} K={r['k']} seed {r['seed']}" for r in failed})
         print(f"{len(failed)} of {len(finals)} trials failed ({'; '.join(cells)}): their cells are marked "
               "in the table; MLflow holds each FAILED run with its error.txt", flush=True)
-    table = fewshot_table(finals, study.variants, study.ks, study.seeds)
+    table = fewshot_table(finals, study.variants, study.ks, study.seeds, study.kshot_sets())
     # What the study ends with: its table, then where its parent run is in the MLflow UI.
     return to_markdown(table) + "\n" + mlflow_ui.ui_hint(uri, experiment_id, parent_id)
 
@@ -171,7 +173,8 @@ def attach_results(study: StudyConfig, finals: list[dict], study_dir: Path, uri:
     out = study_dir / "tables"
     # Variant vs reference: paired t over seeds, bootstrap over sentences (comparisons.md).
     comparisons = comparison_frames(finals, study.variants, study.seeds)
-    paths = list(write_tables(finals, study.variants, study.ks, study.seeds, out, comparisons).values())
+    paths = list(write_tables(finals, study.variants, study.ks, study.seeds, out, comparisons,
+                              kshot_sets=study.kshot_sets()).values())
     paths.append(plot_learning_curves(finals, out / "learning_curves.png", study.variants))
     paths.append(plot_f1_vs_k(finals, out / "f1_vs_k.png", study.variants))
     (out / "final_trials.json").write_text(json.dumps(finals, indent=1, default=str))
@@ -179,7 +182,7 @@ def attach_results(study: StudyConfig, finals: list[dict], study_dir: Path, uri:
     paths += [out / "final_trials.json", out / "kshot_ids.json"]
     tracking.log_files(uri, parent_id, paths, "results")
     # The few-shot table as an MLflow table (results/fewshot_table.json, `MlflowClient.load_table`).
-    table = fewshot_table(finals, study.variants, study.ks, study.seeds)
+    table = fewshot_table(finals, study.variants, study.ks, study.seeds, study.kshot_sets())
     tracking.log_table(uri, parent_id, table.to_dict(as_series=False), "results/fewshot_table.json")
     tracking.log_table(uri, parent_id, comparison_display(*comparisons)[0].to_dict(as_series=False),
                        "results/comparisons.json")
@@ -211,17 +214,25 @@ def cell_metrics(finals: list[dict], variants, seeds) -> dict[str, float]:
     return metrics
 
 
-def kshot_ids(study: StudyConfig) -> dict[str, list[str]]:
-    """The training ids of every (K, seed) sample: the sampler depends on (K, seed, label) only."""
+def study_dataset(study: StudyConfig):
     from cloce.data.dataset import load_dataset
-    from cloce.data.sampling import sample_k_shot
 
     data = study.data_config()
-    dataset = load_dataset(data.data_dir, train=data.train, val=data.val, test=data.test, fmt=data.format)
+    return load_dataset(data.data_dir, train=data.train, val=data.val, test=data.test, fmt=data.format,
+                        kshot_dir=data.kshot_dir)
+
+
+def kshot_ids(study: StudyConfig) -> dict:
+    """Which K-shot sets the study used (`StudyConfig.kshot_sets`) and the training ids of
+    every (K, seed) set: a set depends on (K, seed) only, never on the variant."""
+    from cloce.data.kshot_sets import k_shot_splits
+
+    dataset = study_dataset(study)
     samples = {}
     for k in study.ks:
         if k == 0:
             continue
         for seed in sorted({*study.seeds, study.search.search_seed}):
-            samples[f"K{k}-seed{seed}"] = list(sample_k_shot(dataset.train, dataset.label_map, k, seed).ids)
-    return samples
+            sampler = study.train_config(study.variants[0], k, seed).kshot_sampler
+            samples[f"K{k}-seed{seed}"] = list(k_shot_splits(dataset, k, seed, sampler).sample.ids)
+    return {"kshot_sets": study.kshot_sets(), "samples": samples}

@@ -28,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--experiment", default="quick",
                         help=f"experiment name ({', '.join(available_experiments())}) or a .toml path (default: quick)")
     parser.add_argument("--data-dir", help="data set folder (default: SemEval from ../shared/datasets)")
+    parser.add_argument("--kshot-dir", help="ready-made K-shot sets, <dir>/<K>-<seed>/train.txt as KnowPrompt and "
+                        "DeepKE write them: the sets of the study's K and seed axes (default: train.kshot_sampler's draw)")
     parser.add_argument("--model", help="backbone: Hugging Face id or path (default: the experiment's, else MiniLM)")
     parser.add_argument("--variants", nargs="+", help="override the experiment's variants")
     parser.add_argument("--ks", nargs="+", type=int, help="override K values (0 = full training set)")
@@ -56,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def overrides_from(args) -> dict:
     values = {
-        "study.data_dir": args.data_dir, "study.model": args.model, "study.variants": args.variants,
+        "study.data_dir": args.data_dir, "study.kshot_dir": args.kshot_dir, "study.model": args.model, "study.variants": args.variants,
         "study.ks": args.ks, "study.seeds": args.seeds, "search.num_samples": args.num_samples,
         "train.epochs": args.epochs, "resources.workers_per_trial": args.workers_per_trial,
         "resources.use_gpu": args.use_gpu, "search.max_concurrent_trials": args.max_concurrent_trials,
@@ -64,6 +66,7 @@ def overrides_from(args) -> dict:
     }
     # Trials run in other processes (other machines too) with another working directory.
     values["study.data_dir"] = absolute_if_local(args.data_dir)
+    values["study.kshot_dir"] = absolute_if_local(args.kshot_dir)
     values["study.model"] = absolute_if_local(args.model)
     overrides = {key: value for key, value in values.items() if value is not None}
     for text in args.set:

@@ -116,16 +116,19 @@ def _mean_std_cell(fractions: list[float]) -> str:
 
 
 def fewshot_table(rows: Sequence[Row], variants: Sequence[str], ks: Sequence[int],
-                  expected_seeds: Sequence[int]) -> pl.DataFrame:
+                  expected_seeds: Sequence[int], kshot_sets: str | None = None) -> pl.DataFrame:
     """Table 3 as text: one row per variant, per K "mean ± std" test micro-F1 in percent
     (sample std over the expected seeds that finished), macro-F1 when any SemEval macro
     score exists, the mean share of directed gold labels predicted with the right type but
-    the wrong direction when any trial has directed labels, and "finished/expected" seeds."""
+    the wrong direction when any trial has directed labels, and "finished/expected" seeds.
+    `kshot_sets` (StudyConfig.kshot_sets) names the K-shot sets in a column of its own."""
     expected = list(dict.fromkeys(expected_seeds))
     done = _finished(rows).filter(pl.col("seed").is_in(expected))
     with_macro = done["test_macro_f1_semeval"].is_not_null().any()
     with_direction = done["test_wrong_direction_rate"].is_not_null().any()
     table: dict[str, list[str]] = {"variant": list(variants)}
+    if kshot_sets is not None:
+        table["K-shot sets"] = [kshot_sets] * len(variants)
     for k in dict.fromkeys(ks):
         micro, macro, direction, seeds = [], [], [], []
         for variant in variants:
@@ -273,14 +276,17 @@ def to_markdown(df: pl.DataFrame) -> str:
 
 
 def write_tables(rows: Sequence[Row], variants: Sequence[str], ks: Sequence[int],
-                 seeds: Sequence[int], out_dir: str | Path, comparisons=None) -> dict[str, Path]:
+                 seeds: Sequence[int], out_dir: str | Path, comparisons=None,
+                 kshot_sets: str | None = None) -> dict[str, Path]:
     """Write every table under ``out_dir``; returns {file name: path}. `comparisons`: the
-    study's `comparison_frames`, when the caller needs them too (the bootstrap runs once)."""
+    study's `comparison_frames`, when the caller needs them too (the bootstrap runs once).
+    `kshot_sets` names the K-shot sets: a column of the few-shot table, the first line of
+    every other markdown table."""
     from study.comparisons import write_comparisons
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    fewshot = fewshot_table(rows, variants, ks, seeds)
+    fewshot = fewshot_table(rows, variants, ks, seeds, kshot_sets)
     paths = {name: out / name for name in ("fewshot_table.md", "fewshot_table.csv", "fewshot_numbers.csv",
                                            "epoch_table.csv", "best_epochs.md", "best_epochs.csv", "trials.csv")}
     paths["fewshot_table.md"].write_text(to_markdown(fewshot), encoding="utf-8")
@@ -291,4 +297,8 @@ def write_tables(rows: Sequence[Row], variants: Sequence[str], ks: Sequence[int]
     best_epochs(rows, variants).write_csv(paths["best_epochs.csv"])
     trial_frame(rows).write_csv(paths["trials.csv"])
     paths |= write_comparisons(rows, variants, seeds, out, frames=comparisons)  # paired t over seeds, bootstrap over sentences
+    if kshot_sets is not None:
+        for name, path in paths.items():
+            if name.endswith(".md") and name != "fewshot_table.md":
+                path.write_text(f"K-shot sets: {kshot_sets}\n\n" + path.read_text(encoding="utf-8"), encoding="utf-8")
     return paths

@@ -64,7 +64,7 @@ def run_trial(config: dict, context: TrialContext) -> None:
             context.tracking_uri, context.experiment_id, context.parent_run_id, key,
             # With the worker's tags bf16_active and world_size: everything that changes the numbers.
             params=train_config.to_dict() | {"stage": stage, "workers": resources.workers_per_trial,
-                                             "use_gpu": resources.use_gpu},
+                                             "use_gpu": resources.use_gpu, "kshot_sets": context.study.kshot_sets()},
             tags={"variant": context.variant, "k": str(context.k), "seed": str(seed), "stage": stage,
                   "trial_id": trial_id},
         )

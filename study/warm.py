@@ -31,11 +31,12 @@ def _stamp(files: dict[str, str]) -> tuple:
 
 def dataset(data: DataConfig) -> Dataset:
     """`load_dataset` for `data`, read once per process while its files stay unchanged."""
-    key = (data.data_dir, data.train, data.val, data.test, data.format, os.environ.get(DATA_DIR_ENV))
+    key = (data.data_dir, data.train, data.val, data.test, data.format, data.kshot_dir, os.environ.get(DATA_DIR_ENV))
     cached = _datasets.get(key)
     if cached is not None and cached[1] and _stamp(cached[0].files) == cached[1]:
         return cached[0]
-    loaded = load_dataset(data.data_dir, train=data.train, val=data.val, test=data.test, fmt=data.format)
+    loaded = load_dataset(data.data_dir, train=data.train, val=data.val, test=data.test, fmt=data.format,
+                          kshot_dir=data.kshot_dir)
     _datasets[key] = (loaded, _stamp(loaded.files))
     return loaded
 

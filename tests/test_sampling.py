@@ -74,7 +74,7 @@ def test_a_labels_draw_does_not_depend_on_the_other_labels():
 def test_to_json_records_what_was_drawn():
     sample = sample_k_shot(POOL, LABELS, k=2, seed=4)
     assert sample.to_json() == {
-        "k": 2, "seed": 4, "size": 6, "ids": list(sample.ids), "empty_labels": ["works_for"],
+        "sampler": "per_label", "k": 2, "seed": 4, "size": 6, "ids": list(sample.ids), "empty_labels": ["works_for"],
     }
 
 

@@ -31,6 +31,9 @@ class Dataset:
     label_map: LabelMap
     has_types: bool  # every train instance has head and tail entity types
     files: dict[str, str]  # split name (and "rel2id" when one was used) -> path read
+    # Ready-made K-shot sets, `<kshot_dir>/<K>-<seed>/train.txt` (cloce/data/kshot_sets.py);
+    # None: a sampler draws them from `train`.
+    kshot_dir: str | None = None
 
 
 def default_data_dir() -> Path:
@@ -49,13 +52,18 @@ def load_dataset(
     val: str | Path | None = None,
     test: str | Path | None = None,
     fmt: str = "auto",
+    kshot_dir: str | Path | None = None,
 ) -> Dataset:
     """Read train/val/test. Explicit files win over the folder; the folder defaults to
     default_data_dir() when some split is not given.
 
     The label map comes from rel2id.json (in the folder, or next to the train file when
     every split is given explicitly), else from the labels seen in all three splits.
+    `kshot_dir`: a folder of ready-made K-shot sets, read per (K, seed) when a run starts.
     """
+    if kshot_dir is not None and not Path(kshot_dir).expanduser().is_dir():
+        raise DataError(kshot_dir, None, "K-shot folder not found: expected <dir>/<K>-<seed>/train.txt "
+                                         "as KnowPrompt and DeepKE write it")
     explicit = {"train": train, "val": val, "test": test}
     folder = _folder_to_search(data_dir, explicit)
     paths = {
@@ -80,6 +88,7 @@ def load_dataset(
         label_map=label_map,
         has_types=all(i.head.type is not None and i.tail.type is not None for i in splits["train"]),
         files=files,
+        kshot_dir=None if kshot_dir is None else str(Path(kshot_dir).expanduser()),
     )
 
 
