@@ -90,7 +90,7 @@ def test_parent_run_holds_cell_metrics_and_the_table_artifact(study, store, tmp_
     assert {"results/comparisons.json", "results/comparisons.md", "results/comparison_seeds.csv"} <= artifacts
     compared = client.load_table(experiment_id, "results/comparisons.json", run_ids=[parent_id])
     assert list(compared["comparison"]) == ["cloce_d − prompt_ki"] and list(compared["seeds"]) == [1]
-    want = fewshot_table(finals, VARIANTS, KS, SEEDS)
+    want = fewshot_table(finals, VARIANTS, KS, SEEDS, study.kshot_sets())  # with its "K-shot sets" column
 
     def loaded():
         frame = client.load_table(experiment_id, "results/fewshot_table.json", run_ids=[parent_id])
@@ -141,7 +141,7 @@ def test_a_study_ends_with_its_table_and_the_link_to_its_parent_run(study, tmp_p
     experiment = client.get_experiment_by_name("cloce-quick")
     (parent,) = client.search_runs([experiment.experiment_id])
     assert parent.info.status == "FINISHED"
-    table = to_markdown(fewshot_table(fake_finals(), VARIANTS, KS, SEEDS))
+    table = to_markdown(fewshot_table(fake_finals(), VARIANTS, KS, SEEDS, study.kshot_sets()))
     assert text.startswith(table)
     tail = text[len(table):].splitlines()
     base = f"http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}/runs"
