@@ -10,6 +10,7 @@ from pathlib import Path
 
 from cloce.data.types import LabelMap
 from cloce.pipeline import RelationPipeline, build_pipeline
+from cloce.ptr import PtrRules
 from cloce.variants import get_variant
 
 WEIGHTS = "model.safetensors"
@@ -35,7 +36,7 @@ def save_checkpoint(pipeline: RelationPipeline, directory: str | Path, extra: di
     directory.mkdir(parents=True, exist_ok=True)
     save_model(pipeline.model, str(directory / WEIGHTS))  # drops the tied duplicates safely
     config = backbone_config(pipeline)
-    base_vocab = pipeline.vocab.base_size if pipeline.vocab else config.vocab_size
+    base_vocab = pipeline.vocab.base_size if pipeline.vocab else (pipeline.base_vocab_size or config.vocab_size)
     # Saved at its pre-trained size: loading rebuilds the virtual rows exactly as training did.
     config_dict = config.to_dict() | {"vocab_size": base_vocab}
     (directory / BACKBONE_DIR).mkdir(exist_ok=True)
@@ -46,7 +47,8 @@ def save_checkpoint(pipeline: RelationPipeline, directory: str | Path, extra: di
         "variant": pipeline.variant.name,
         "model_name": pipeline.model_name,
         "label_map": pipeline.label_map.to_json(),
-        "type_names": list(pipeline.vocab.type_names) if pipeline.vocab else [],
+        "type_names": list(pipeline.type_names),
+        **({"ptr_rules": pipeline.ptr_rules.to_json()} if pipeline.ptr_rules else {}),
         "max_seq_len": _max_seq_len(pipeline),
         "head_pretrained": pipeline.head_pretrained,
         "sentence_markers": pipeline.sentence_markers,
@@ -84,6 +86,7 @@ def load_checkpoint(directory: str | Path) -> RelationPipeline:
         # Absent from checkpoints saved before these options: the defaults they were trained with.
         sentence_markers=bool(meta.get("sentence_markers", False)),
         template=meta.get("template", "relation_of"), label_init=meta.get("label_init", "name"),
+        ptr_rules=PtrRules.from_json(meta["ptr_rules"]) if "ptr_rules" in meta else None,
     )
     pipeline.head_pretrained = bool(meta.get("head_pretrained", False))
     try:

@@ -19,6 +19,10 @@ TRAIN_HELP = {
     "seed": "seed of the K-shot sample and of training (the paper uses 1..5)",
     "kshot_sampler": "how the K-shot set is drawn: knowprompt (KnowPrompt's own sets: seed s after the "
                      "shuffles of seeds 1..s-1) or per_label (each label drawn on its own)",
+    "ptr_rules_file": "ptr: PTR's rules in its temp.txt format (each relation's head word, relation words and tail "
+                      "word); default: derived from the labels and the K-shot set (cloce/ptr.py)",
+    "ke_weight": "knowprompt: weight of its KE (structured-constraint) loss; 0 = none",
+    "virtual_lr": "knowprompt: learning rate of the word embeddings that hold its virtual words (default: --lr)",
     "kshot_val": "validate on a K-shot sample of val (same K and seed) instead of all of val",
     "test_sample": "test on a fixed random subset of this many test sentences, the same for every run "
                    "(default: the whole test set)",

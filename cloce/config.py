@@ -79,6 +79,14 @@ class TrainConfig:
     # "role_of": `[T_h] head is the [MASK] of [T_t] tail`, asking for the head's role, which
     # label_init="role" names (cloce/prompt.py).
     template: Literal["relation_of", "role_of"] = "relation_of"
+    # PTR (variant ptr): a rules file in PTR's temp.txt format (each relation's head word,
+    # relation words and tail word); None: derived from the labels and the K-shot set (cloce/ptr.py).
+    ptr_rules_file: str | None = None
+    # KnowPrompt (variant knowprompt): the weight λ of its KE loss (its scripts: 0.001), and the
+    # learning rate of the word-embedding matrix that holds its virtual type and answer words
+    # (and is the tied decoder); None: lr, as KnowPrompt's released scripts train it.
+    ke_weight: float = 0.001
+    virtual_lr: float | None = None
     mlm_adapt_steps: int = 0
     mlm_adapt_lr: float = 5e-5
     mlm_adapt_batch_size: int = 32
@@ -113,6 +121,10 @@ class TrainConfig:
         for name in ("lr", "cl_lr", "mlm_adapt_lr"):
             if not getattr(self, name) > 0:
                 yield f"{name}: must be > 0, got {getattr(self, name)}"
+        if self.ke_weight < 0:
+            yield f"ke_weight: must be >= 0 (0 = no KE loss), got {self.ke_weight}"
+        if self.virtual_lr is not None and not self.virtual_lr > 0:
+            yield f"virtual_lr: must be > 0 (or None for lr), got {self.virtual_lr}"
         if self.margin < 0:
             yield f"margin: must be >= 0, got {self.margin}"
         if self.trainable_margin and not self.margin_low < self.margin < self.margin_high:

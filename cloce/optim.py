@@ -18,13 +18,18 @@ def adamw(param_groups: list[dict], lr: float, weight_decay: float = 0.0) -> tor
         return torch.optim.AdamW(param_groups, lr=lr, weight_decay=weight_decay)
 
 
-def model_adamw(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+def model_adamw(model: nn.Module, lr: float, weight_decay: float, word_lr: float | None = None) -> torch.optim.AdamW:
     """AdamW over a model's trainable parameters: no weight decay on biases, LayerNorm weights
-    and embedding rows (they include the soft labels)."""
+    and embedding rows (they include the soft labels). `word_lr`: the word-embedding matrix
+    (which holds the virtual words, and is the tied decoder) in a group of its own at that lr."""
+    words = model.embeddings.word_embeddings.weight if word_lr is not None else None
     decay, no_decay = [], []
     for name, param in model.named_parameters():
-        if not param.requires_grad:
+        if not param.requires_grad or param is words:
             continue
         exempt = param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name or "embeddings" in name
         (no_decay if exempt else decay).append(param)
-    return adamw([{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if words is not None:
+        groups.append({"params": [words], "weight_decay": 0.0, "lr": word_lr})
+    return adamw(groups, lr)

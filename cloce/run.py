@@ -85,8 +85,9 @@ def write_outputs(result: TrainResult, files: dict, out: Path, seconds: float) -
     params = {
         "train_config": result.config.to_dict(),
         "data_files": files,
-        "entity_types": list(pipeline.vocab.type_names) if pipeline.vocab else [],
-        "generic_type_only": bool(pipeline.vocab) and pipeline.vocab.type_names == ("entity",),
+        "entity_types": list(pipeline.type_names),
+        "generic_type_only": pipeline.type_names == ("entity",),
+        **({"ptr_rules": pipeline.ptr_rules.to_json()} if pipeline.ptr_rules else {}),
         "mlm_head_pretrained": pipeline.head_pretrained,
         "backbone": pipeline.model_name,
         "sentence_markers_active": pipeline.sentence_markers,  # train_config None: the labels decided

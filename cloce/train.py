@@ -27,6 +27,8 @@ from cloce.data.types import LabelMap
 from cloce.data.kshot_sets import k_shot_splits
 from cloce.data.sampling import KShotSample, draw_k_shot, fixed_subset
 from cloce.encoding import Collator, EncodedSplit, TokenizedInstance
+from cloce.knowprompt import type_counts
+from cloce.ptr import PtrRules, derive_rules, read_rules_file
 from cloce.losses import BoundedMargin, contrastive_margin_loss
 from cloce.metrics import Evaluation, evaluate, has_directed_labels
 from cloce.mlm_adapt import AdaptedBackbone, MlmAdaptConfig, adapt_backbone
@@ -122,6 +124,9 @@ def train(
         backbone_config=None if adapted else backbone_config, fresh_head_init=config.fresh_head_init,
         sentence_markers=sentence_markers_for(config, dataset.label_map),
         label_init=config.label_init, template=config.template,
+        # The baselines' priors come from the training set alone, as a K-shot user has them.
+        ptr_rules=ptr_rules_for(config, dataset.label_map, train_instances) if variant.head == "ptr" else None,
+        type_counts=type_counts(train_instances), ke_weight=config.ke_weight,
     )
     train_tokens = pipeline.tokenize(train_instances)
     train_split = EncodedSplit(pipeline.encode(train_tokens))
@@ -137,7 +142,7 @@ def train(
 
     # Model and optimisers: one for cross-entropy, one of its own for the contrastive step.
     model = runtime.model_to_device(pipeline.model)
-    ce_optimizer = adamw(unwrap(model), config.lr, config.weight_decay)
+    ce_optimizer = adamw(unwrap(model), config.lr, config.weight_decay, word_lr=word_lr(config, variant))
     steps = config.epochs * math.ceil(len(train_tokens) / config.batch_size)  # global batches: any worker count
     scheduler = linear_warmup_decay(ce_optimizer, steps, config.warmup_ratio)
     margin = None
@@ -160,7 +165,7 @@ def train(
 
     for epoch in range(len(history) + 1, config.epochs + 1):
         started = time.perf_counter()
-        train_loader_epoch(train_loader, epoch)
+        start_epoch(train_loader, unwrap(model), epoch)
         train_loss, predictions = classification_pass(model, train_loader, ce_optimizer, scheduler, config, runtime)
         ce_seconds = time.perf_counter() - started
 
@@ -210,6 +215,18 @@ def markers_by_default(label_map: LabelMap) -> bool:
     """On exactly for directed labels (SemEval's): there the unmarked sentence leaves the [MASK]
     state to work out which entity is the head (README: what the markers gave)."""
     return has_directed_labels(label_map.labels)
+
+
+def ptr_rules_for(config: TrainConfig, label_map: LabelMap, train_instances) -> PtrRules:
+    """The rules file's, else derived from the labels and the K-shot set (cloce/ptr.py)."""
+    if config.ptr_rules_file:
+        return read_rules_file(config.ptr_rules_file, label_map)
+    return derive_rules(label_map, train_instances)
+
+
+def word_lr(config: TrainConfig, variant: Variant) -> float | None:
+    """KnowPrompt trains its virtual words' rows at a learning rate of their own (virtual_lr)."""
+    return config.virtual_lr if variant.head == "knowprompt" else None
 
 
 def adapted_backbone(
@@ -288,8 +305,10 @@ def classification_pass(model, loader, optimizer, scheduler, config: TrainConfig
         batch = to_device(batch, runtime.device)
         real = batch["index"] != STAND_IN  # all rows, or the one stand-in row of an empty share
         with autocast(runtime.device, config.bf16):
-            logits = model(batch)
+            logits, aux_loss = model(batch, output="with_aux_loss")
         mean = F.cross_entropy(logits.float(), batch["labels"])
+        if aux_loss is not None:  # the variant's own extra objective: PTR's per-mask words, KnowPrompt's KE term
+            mean = mean + aux_loss.float()
         check_finite(mean, "cross-entropy")
         share = int(real.sum())
         loss = mean * share_weight(share, global_size or share, runtime.world_size)
@@ -418,11 +437,14 @@ def train_sampler(split: EncodedSplit, config: TrainConfig, runtime: Runtime) ->
                               length_grouped=config.length_grouped)
 
 
-def train_loader_epoch(loader, epoch: int) -> None:
-    """The sampler draws a new order only when told the epoch."""
+def start_epoch(loader, model, epoch: int) -> None:
+    """The sampler draws a new order only when told the epoch; so does a model that draws per
+    epoch (KnowPrompt's negative spans)."""
     sampler = getattr(loader, "batch_sampler", None)
     if hasattr(sampler, "set_epoch"):
         sampler.set_epoch(epoch)
+    if hasattr(model, "epoch"):
+        model.epoch = epoch
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:

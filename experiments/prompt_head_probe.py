@@ -52,7 +52,7 @@ if LABEL_INIT == "prototype":
     train_module.EncodedSplit = recording_split
     adamw_before = train_module.adamw
 
-    def prototype_then_adamw(model, lr, weight_decay):
+    def prototype_then_adamw(model, lr, weight_decay, word_lr=None):
         from cloce.encoding import Collator
         pipeline_model = model
         head = pipeline_model.mlm.get_submodule(pipeline_model.head_name).predictions.transform

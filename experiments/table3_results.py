@@ -27,9 +27,10 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from experiments.protocol_results import Part, records, run_part  # noqa: E402
+from experiments.protocol_results import Part, records  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+WALL_TIME = REPO / "experiments" / "results" / "table3_wall_time.jsonl"  # one line per part run
 REPORT = REPO / "docs" / "results.md"
 SECTION = "## Table 3 on KnowPrompt's K-shot sets"
 READING = REPO / "experiments" / "results" / "table3_reading.md"  # hand-written, kept across re-runs
@@ -43,6 +44,17 @@ PARTS = {part.name: part for part in (
 )}
 # Each CLoCE variant against each of the paper's three baselines (and KI, its own ablation).
 PAIRS = [(cloce, base) for cloce in ("cloce_s", "cloce_d") for base in ("finetune", "ptr", "knowprompt", "prompt_ki")]
+
+
+def run_part(part: Part, tracking_uri: str | None) -> int:
+    import subprocess
+
+    from benchmarks.fewshot_results import timed_part
+
+    command = part.command(tracking_uri)
+    print("$", " ".join(command), flush=True)
+    with timed_part(part.name, WALL_TIME):
+        return subprocess.call(command, env=os.environ | {"OMP_NUM_THREADS": "1"}, cwd=REPO)
 
 
 def with_variants(part: Part, variants: list[str] | None) -> Part:

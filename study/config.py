@@ -14,7 +14,8 @@ trains every seed of `study.seeds` with the chosen values.
     [resources]         workers_per_trial, use_gpu, cpus_per_worker, gpus_per_worker, max_failures,
                         max_running_trials (the whole study; 0: what the cluster holds), cells_in_parallel,
                         checkpoint_every_s
-    [spaces.<variant>]  lr, cl_lr = [low, high] (log-uniform), margin = [low, high] (uniform);
+    [spaces.<variant>]  lr, cl_lr = [low, high] (log-uniform), margin = [low, high] (uniform),
+                        virtual_lr = [low, high] (knowprompt: its virtual words' lr, log-uniform);
                         a key left out keeps DEFAULT_SPACES' range, `[]` fixes it at [train]'s
                         value, a number fixes it at that number (not searched; a cell with
                         nothing left to search runs its seeds only);
@@ -44,7 +45,10 @@ from cloce.variants import VARIANTS, get_variant
 
 CONTRASTIVE_VARIANTS = tuple(name for name, v in VARIANTS.items() if v.contrastive != "none")
 MARGIN_BOUNDS = (0.0, 2.0)
-LOG_UNIFORM = ("lr", "cl_lr")  # searched on a log scale; margin is uniform
+LOG_UNIFORM = ("lr", "cl_lr", "virtual_lr")  # searched on a log scale; margin is uniform
+# Which variants have which search parameter beside lr (the others' [spaces] allow lr only).
+VARIANT_PARAMETERS = {name: ("cl_lr", "margin") if v.contrastive != "none" else ("virtual_lr",) if v.head == "knowprompt" else ()
+                      for name, v in VARIANTS.items()}
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # TrainConfig fields a trial gets from the study itself, never from [train].
 SET_BY_STUDY = {"variant": "study.variants", "k": "study.ks", "seed": "study.seeds", "model": "study.model"}
@@ -66,6 +70,7 @@ class SearchSpace:
     lr: tuple[float, float] | float  # classification lr, log-uniform
     cl_lr: tuple[float, float] | float | None = None  # contrastive lr, log-uniform (cloce_s / cloce_d)
     margin: tuple[float, float] | float | None = None  # uniform (cloce_s / cloce_d)
+    virtual_lr: tuple[float, float] | float | None = None  # knowprompt's virtual words, log-uniform; None: [train]'s
     # Not searched: the lr chosen for this variant's cell at the same K (study.stages.run_cell_stages).
     lr_from: str | None = None
 
@@ -189,8 +194,9 @@ class StudyConfig:
             if train.get(name, neutral) == neutral:
                 train.pop(name, None)
         space = asdict(self.search_space(variant))
-        if space["lr_from"] is None:  # added later: at its neutral value it leaves earlier records valid
-            del space["lr_from"]
+        for name in ("lr_from", "virtual_lr"):  # added later: at their neutral value earlier records stay valid
+            if space[name] is None:
+                del space[name]
         # data_dir as written: a relative one resolves to another path in another clone.
         data = vars(self.data_config()) | {"data_dir": self.data_dir, "kshot_dir": self.kshot_dir}
         if data["kshot_dir"] is None:  # added later: without one, earlier records stay valid
@@ -246,7 +252,7 @@ class StudyConfig:
 # TrainConfig fields added after results files were recorded, with the value that behaves as
 # before they existed: left out of a cell's fingerprint at that value, so those records still count.
 ADDED_TRAIN_FIELDS = {"sentence_markers": False, "label_init": "name", "template": "relation_of", "mlm_adapt_head_only": False,
-                      "kshot_sampler": "per_label"}
+                      "kshot_sampler": "per_label", "ptr_rules_file": None, "ke_weight": 0.001, "virtual_lr": None}
 
 DEFAULT_SPACES: dict[str, SearchSpace] = {
     name: SearchSpace(lr=(1e-5, 5e-4), cl_lr=(1e-6, 1e-4), margin=(0.1, 1.0))

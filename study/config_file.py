@@ -14,7 +14,8 @@ from typing import Literal, Union, get_args, get_origin, get_type_hints
 from cloce.config import ConfigError, TrainConfig
 from cloce.variants import VARIANTS
 from study.config import (
-    CONTRASTIVE_VARIANTS, DEFAULT_SPACES, LOG_UNIFORM, MARGIN_BOUNDS, REPO_ROOT, SET_BY_STUDY, ResourcesConfig,
+    CONTRASTIVE_VARIANTS, DEFAULT_SPACES, LOG_UNIFORM, MARGIN_BOUNDS, REPO_ROOT, SET_BY_STUDY, VARIANT_PARAMETERS,
+    ResourcesConfig,
     SearchConfig, SearchSpace, StudyConfig, StudyConfigError,
 )
 
@@ -204,8 +205,12 @@ def _read_spaces(raw: dict, problems: list[str]) -> dict[str, SearchSpace]:
             key = f"spaces.{variant}.{name}"
             if name not in values:
                 problems.append(f"{key}: unknown key; allowed: {', '.join(values)}")
-            elif name != "lr" and variant not in CONTRASTIVE_VARIANTS:
-                problems.append(f"{key}: only {', '.join(CONTRASTIVE_VARIANTS)} have a contrastive step; allowed here: lr")
+            elif name in ("cl_lr", "margin") and variant not in CONTRASTIVE_VARIANTS:
+                problems.append(f"{key}: only {', '.join(CONTRASTIVE_VARIANTS)} have a contrastive step; allowed here: "
+                                f"{', '.join(('lr', *VARIANT_PARAMETERS[variant]))}")
+            elif name == "virtual_lr" and name not in VARIANT_PARAMETERS[variant]:
+                problems.append(f"{key}: only knowprompt has virtual words of its own lr; allowed here: "
+                                f"{', '.join(('lr', *VARIANT_PARAMETERS[variant]))}")
             elif span == [] and name != "lr":
                 values[name] = None  # fixed: not searched
             elif name == "lr" and isinstance(span, str):

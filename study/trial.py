@@ -17,7 +17,7 @@ from study.cleanup import discard_checkpoint
 from study.config import StudyConfig
 from study.worker import read_final, train_loop_per_worker
 
-SEARCHED = ("lr", "cl_lr", "margin")
+SEARCHED = ("lr", "cl_lr", "margin", "virtual_lr")
 
 
 @dataclass(frozen=True)

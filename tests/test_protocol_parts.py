@@ -35,3 +35,15 @@ def test_the_direction_parts_change_only_what_they_name():
     full_part = protocol.PARTS["semeval_full_cl_lr"]
     full = load_study_config(full_part.experiment, dict(parse_override(s) for s in full_part.settings))
     assert full.default_hyperparams("cloce_d")["cl_lr"] == 1e-6
+
+
+def test_the_table3_parts_are_valid_studies_on_knowprompts_sets_in_the_papers_row_order():
+    from experiments.table3_results import PARTS, ROWS, with_variants
+
+    for part in PARTS.values():
+        study = load_study_config(part.experiment)
+        assert study.variants == ROWS and study.kshot_sets() == "knowprompt" and study.seeds == (1, 2, 3, 4, 5)
+        command = with_variants(part, ["ptr", "knowprompt"]).command(None)
+        assert command[command.index("--variants") + 1:command.index("--seeds")] == ["ptr", "knowprompt"]
+    # The recorded protocol keeps its sets, so its fingerprints and tables hold.
+    assert load_study_config("semeval_protocol").kshot_sets() == "per_label"

@@ -91,7 +91,7 @@ def test_6_bad_config_values_are_named_before_ray_starts(tmp_path, capsys, overr
 
 def test_6_unknown_variant_lists_the_allowed_ones(tmp_path, capsys):
     code, err = run(tmp_path, capsys, "--variants", "cloce_x")
-    assert code == 2 and "cloce_x" in err and "finetune, prompt, prompt_ki, cloce_s, cloce_d" in err
+    assert code == 2 and "cloce_x" in err and "finetune, ptr, knowprompt, prompt, prompt_ki, cloce_s, cloce_d" in err
 
 
 def good_data(tmp_path) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from cloce.config import TrainConfig
+from cloce.data.types import LabelMap
 from cloce.variants import VARIANTS
 from study.config import (
     DEFAULT_SPACES, EXPERIMENTS_DIR, SearchSpace, StudyConfig, StudyConfigError, available_experiments,
@@ -70,6 +71,7 @@ def test_quick_is_the_cheap_semeval_default():
     assert config.data_dir is None and config.model is None and not config.requires_data_dir
     assert config.variants == tuple(VARIANTS) and config.ks == (8, 16) and config.seeds == (1, 2, 3)
     assert config.train["kshot_val"] is True and config.search.num_samples == 2
+    assert config.kshot_sets() == "knowprompt"  # the default: it follows TrainConfig's
 
 
 def test_tacred_files_require_a_data_dir_and_accept_one_from_overrides():
@@ -158,7 +160,7 @@ def test_a_variant_can_take_another_variants_chosen_lr(tmp_path):
     ("\n[spaces.prompt]\nlr = [5e-4, 1e-5]\n", ["spaces.prompt.lr", "0 < low < high", "[0.0005, 1e-05]"]),
     ("\n[spaces.cloce_d]\nmargin = [-0.5, 1.0]\n", ["spaces.cloce_d.margin", "0.0 <= low < high <= 2.0"]),
     ("\n[spaces.prompt]\ncl_lr = [1e-6, 1e-4]\n", ["spaces.prompt.cl_lr", "only cloce_s, cloce_d", "allowed here: lr"]),
-    ("\n[spaces.cloce_x]\nlr = [1e-5, 1e-4]\n", ["spaces.cloce_x", "finetune, prompt, prompt_ki, cloce_s, cloce_d"]),
+    ("\n[spaces.cloce_x]\nlr = [1e-5, 1e-4]\n", ["spaces.cloce_x", "finetune, ptr, knowprompt, prompt, prompt_ki, cloce_s, cloce_d"]),
 ])
 def test_file_errors_name_file_key_and_allowed_values(tmp_path, extra, expected):
     message = problems_of(write(tmp_path, MINIMAL + extra))
@@ -167,7 +169,7 @@ def test_file_errors_name_file_key_and_allowed_values(tmp_path, extra, expected)
 
 
 @pytest.mark.parametrize("overrides, expected", [
-    ({"study.variants": ["prompt", "bert"]}, ["study.variants", "'bert'", "finetune, prompt, prompt_ki, cloce_s, cloce_d"]),
+    ({"study.variants": ["prompt", "bert"]}, ["study.variants", "'bert'", "finetune, ptr, knowprompt, prompt, prompt_ki, cloce_s, cloce_d"]),
     ({"study.ks": [-8]}, ["study.ks", "-8", "integers >= 0"]),
     ({"study.seeds": []}, ["study.seeds", "must not be empty"]),
     ({"search.num_samples": 0}, ["search.num_samples", "must be >= 1, got 0"]),
@@ -251,3 +253,15 @@ def test_the_driver_decides_sentence_markers_by_the_labels_and_recorded_results_
         recorded = {(r["variant"], r["k"]): r["fingerprint"] for r in map(json.loads, (results / f"{name}.jsonl").open())}
         assert study.train_config("prompt_ki", 16, 1).sentence_markers is False
         assert {cell: study.cell_fingerprint(*cell) for cell in recorded} == recorded
+
+
+def test_only_knowprompt_searches_its_virtual_words_lr_and_an_unsearched_one_keeps_old_fingerprints(tmp_path):
+    path = tmp_path / "study.toml"
+    base = '[study]\nname = "s"\nvariants = ["knowprompt", "ptr"]\nks = [8]\nseeds = [1]\n[search]\nnum_samples = 2\n'
+    path.write_text(base + "[spaces.knowprompt]\nvirtual_lr = [1e-5, 1e-3]\n")
+    study = load_study_config(path).with_label_decisions(LabelMap.from_labels(["Other", "A-B(e1,e2)"]))
+    assert study.searched("knowprompt") == {"lr": (1e-5, 5e-4), "virtual_lr": (1e-5, 1e-3)}
+    assert study.searched("ptr") == {"lr": (1e-5, 5e-4)}
+    path.write_text(base + "[spaces.ptr]\nvirtual_lr = [1e-5, 1e-3]\n")
+    with pytest.raises(StudyConfigError, match="spaces.ptr.virtual_lr: only knowprompt has virtual words"):
+        load_study_config(path)

@@ -36,7 +36,12 @@ def epoch_numbers(history) -> list[dict]:
              "pairs_digest": r.pairs["pairs_digest"]} for r in history]
 
 
-def train_as_worker(rank: int, world_size: int, directory: str) -> None:
+# KnowPrompt's KE term draws its negative spans per (instance, epoch): the same on any number of workers.
+KNOWPROMPT = TrainConfig(variant="knowprompt", k=3, seed=1, epochs=2, batch_size=4, lr=1e-3, ke_weight=1.0,
+                         virtual_lr=3e-3, max_seq_len=64, num_threads=1)
+
+
+def train_as_worker(rank: int, world_size: int, directory: str, config: dict | None = None) -> None:
     """One process of a `world_size`-process run; writes its per-epoch numbers."""
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
@@ -48,7 +53,8 @@ def train_as_worker(rank: int, world_size: int, directory: str) -> None:
             # As Ray's prepare_model: CLoCE's contrastive step leaves the MLM head unused.
             prepare_model=lambda model: DistributedDataParallel(model, find_unused_parameters=True),
         )
-        result = train(CONFIG, tiny_dataset(), runtime=runtime, backbone_config=no_dropout_bert())
+        config = TrainConfig.from_dict(config) if config else CONFIG
+        result = train(config, tiny_dataset(), runtime=runtime, backbone_config=no_dropout_bert())
         numbers = {"epochs": epoch_numbers(result.history), "test_micro_f1": result.test.micro_f1}
         (Path(directory) / f"rank{rank}.json").write_text(json.dumps(numbers))
     finally:
@@ -68,3 +74,14 @@ def test_one_and_two_workers_give_the_same_numbers(tmp_path):
     for epoch_one, epoch_two in zip(epoch_numbers(one.history), two, strict=True):
         assert epoch_two == pytest.approx(epoch_one, rel=1e-5, abs=1e-7)
     assert ranks[0]["test_micro_f1"] == pytest.approx(one.test.micro_f1)
+
+
+@pytest.mark.slow  # two spawned training processes
+def test_knowprompt_on_one_and_two_workers_gives_the_same_numbers(tmp_path):
+    one = train(KNOWPROMPT, tiny_dataset(), backbone_config=no_dropout_bert())
+    torch.multiprocessing.start_processes(train_as_worker, args=(2, str(tmp_path), KNOWPROMPT.to_dict()), nprocs=2,
+                                          start_method="spawn")
+    two = json.loads((tmp_path / "rank0.json").read_text())
+    for epoch_one, epoch_two in zip(one.history, two["epochs"], strict=True):
+        assert epoch_two["train_loss"] == pytest.approx(epoch_one.train_loss, rel=1e-5)
+        assert epoch_two["val_micro_f1"] == pytest.approx(epoch_one.val_micro_f1)
