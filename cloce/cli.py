@@ -153,6 +153,8 @@ def _train(args) -> int:
     progress = ProgressBar(config.epochs, enabled=not args.no_progress)
     result = run_training(config, data, args.output_dir, callbacks=[progress])
     progress.bar.close()
+    if result.pipeline.head_summary:
+        print(result.pipeline.head_summary)
     line = f"val micro-F1 {result.best_val.micro_f1:.4f} (best epoch {result.best_epoch})"
     if result.test is not None:
         line += f" | test micro-F1 {result.test.micro_f1:.4f}"

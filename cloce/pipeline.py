@@ -4,13 +4,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-import torch
 from torch import nn
 
 from cloce.backbone import FreshHeadInit, embedding_rows_from_names, load_encoder, load_masked_lm, resolve_model
 from cloce.data.types import LabelMap, RelationInstance
 from cloce.encoding import Encoded, Template, TokenizedInstance, load_word_tokenizer, tokenize_instances
 from cloce.markers import EntityMarkerTemplate
+from cloce.mlm_head import add_vocabulary_rows
 from cloce.model import MarkerRelationModel, PromptRelationModel
 from cloce.prompt import PromptTemplate, PromptWording
 from cloce.variants import Variant
@@ -27,12 +27,21 @@ class RelationPipeline:
     label_map: LabelMap
     vocab: VirtualVocab | None  # prompt variants only
     head_pretrained: bool  # the MLM head transform came from the checkpoint
+    head_parts: tuple[str, ...] = ()  # the masked LM's children that make its head (prompt variants)
 
     def tokenize(self, instances: Sequence[RelationInstance]) -> list[TokenizedInstance]:
         return tokenize_instances(instances, self.tokenizer, self.label_map)
 
     def encode(self, tokenized: Sequence[TokenizedInstance]) -> list[Encoded]:
         return [self.template.encode(t) for t in tokenized]
+
+    @property
+    def head_summary(self) -> str | None:
+        """Which MLM head the prompt scores with, and whether the checkpoint stored it."""
+        if not self.head_parts:
+            return None
+        kind = "pre-trained (stored in the checkpoint)" if self.head_pretrained else "fresh (the checkpoint stores none)"
+        return f"MLM head {'+'.join(self.head_parts)}: {kind}"
 
     @property
     def sentence_markers(self) -> bool:
@@ -78,18 +87,10 @@ def build_pipeline(
     base_size = mlm.get_input_embeddings().num_embeddings
     vocab = VirtualVocab(base_size, type_names, label_map.labels, label_init)
     init_rows = embedding_rows_from_names(mlm.get_input_embeddings(), tokenizer, vocab.readable_names())
-    # Keep the padding multiple off: row ids must stay exactly base_size + k.
-    mlm.resize_token_embeddings(vocab.size, mean_resizing=False)
-    with torch.no_grad():
-        mlm.get_input_embeddings().weight[base_size:] = init_rows
-        _zero_new_decoder_bias(mlm, base_size)
+    # Row ids stay exactly base_size + k; every pre-trained head weight stays as it was.
+    add_vocabulary_rows(mlm, loaded.head, init_rows)
     prompt = PromptTemplate(tokenizer, vocab, use_types=variant.inject_types, max_seq_len=max_seq_len,
                             sentence_markers=sentence_markers, wording=template)
-    model = PromptRelationModel(mlm, loaded.head_name, vocab.label_ids)
-    return RelationPipeline(variant, path, tokenizer, prompt, model, label_map, vocab, loaded.head_pretrained)
-
-
-def _zero_new_decoder_bias(mlm: nn.Module, base_size: int) -> None:
-    decoder = mlm.get_output_embeddings()
-    if getattr(decoder, "bias", None) is not None:
-        decoder.bias[base_size:] = 0.0
+    model = PromptRelationModel(mlm, loaded.head, vocab.label_ids)
+    return RelationPipeline(variant, path, tokenizer, prompt, model, label_map, vocab, loaded.head_pretrained,
+                            head_parts=loaded.head.parts)

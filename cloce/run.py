@@ -87,6 +87,7 @@ def write_outputs(result: TrainResult, files: dict, out: Path, seconds: float) -
         "entity_types": list(pipeline.vocab.type_names) if pipeline.vocab else [],
         "generic_type_only": bool(pipeline.vocab) and pipeline.vocab.type_names == ("entity",),
         "mlm_head_pretrained": pipeline.head_pretrained,
+        "mlm_head": "+".join(pipeline.head_parts) or None,  # the masked LM's children that score [MASK]
         "backbone": pipeline.model_name,
         "sentence_markers_active": pipeline.sentence_markers,  # train_config None: the labels decided
         "bf16_active": result.bf16_active,  # train_config.bf16 only asks: the device decides
