@@ -56,6 +56,7 @@ TRAIN_HELP = {
                            "the full adaptation)",
     "cache_dir": "where adapted backbones are cached (default: $CLOCE_CACHE_DIR, else ~/.cache/cloce)",
     "device": "'auto' (cuda when present), 'cpu', 'cuda', 'cuda:1'...",
+    "compile": "torch.compile the encoder (dynamic shapes); the first batches pay the compile time",
     "bf16": "bf16 autocast where the device computes bf16 natively (GPUs with bf16, CPUs with AVX512-BF16 or "
             "AMX; ~1.6x faster training on such a CPU core); fp32 elsewhere",
     "num_threads": "CPU threads for torch (default: all cores)",
