@@ -42,8 +42,9 @@ def trial_eager_vs_compiled(variant: str) -> dict:
             "ratio": seconds["eager"] / seconds["compiled"], "faster": min(seconds, key=seconds.get)}
 
 
-def epoch_eager_vs_compiled(variant: str, warmup_batches: int = 3) -> dict:
-    """One CE epoch over all of SemEval's training sentences (batch 16), samples/s."""
+def epoch_eager_vs_compiled(variant: str, warmup_batches: int = 3, sentences: int | None = None) -> dict:
+    """One CE epoch over all of SemEval's training sentences (batch 16; the first `sentences`
+    only, if given), samples/s."""
     from benchmarks.common import BATCH
     from cloce.config import TrainConfig
     from cloce.data.dataset import load_dataset
@@ -60,7 +61,7 @@ def epoch_eager_vs_compiled(variant: str, warmup_batches: int = 3) -> dict:
     for name, compiled in (("eager", False), ("compiled", True)):
         torch.manual_seed(1)
         pipeline = build_pipeline(get_variant(variant), dataset.label_map, types, None, 256)
-        split = EncodedSplit(pipeline.encode(pipeline.tokenize(dataset.train)))
+        split = EncodedSplit(pipeline.encode(pipeline.tokenize(dataset.train[:sentences])))
         loader = torch.utils.data.DataLoader(split, batch_size=BATCH, shuffle=True,
                                              collate_fn=Collator(pipeline.tokenizer.pad_token_id),
                                              generator=torch.Generator().manual_seed(1))
@@ -70,14 +71,25 @@ def epoch_eager_vs_compiled(variant: str, warmup_batches: int = 3) -> dict:
         scheduler = linear_warmup_decay(optimizer, len(batches) + warmup_batches, config.warmup_ratio)
         if compiled:
             compile_encoder(model)
-        classification_pass(model, batches[:warmup_batches], optimizer, scheduler, config, Runtime())  # both alike
+        warm_up(model, batches[:warmup_batches])  # both alike: the compiled one compiles here
         started = time.perf_counter()
         classification_pass(model, batches, optimizer, scheduler, config, Runtime())
         speeds[name] = len(split) / (time.perf_counter() - started)
-    return {"variant": variant, "sentences": len(dataset.train), "eager_samples_per_s": speeds["eager"],
+    return {"variant": variant, "sentences": len(split), "eager_samples_per_s": speeds["eager"],
             "compiled_samples_per_s": speeds["compiled"], "ratio": speeds["compiled"] / speeds["eager"]}
 
 
-if __name__ == "__main__":
+def warm_up(model: torch.nn.Module, batches: list[dict]) -> None:
+    model.train()
+    for batch in batches:
+        torch.nn.functional.cross_entropy(model(batch), batch["labels"]).backward()
+    model.zero_grad(set_to_none=True)
+
+
+if __name__ == "__main__":  # python -m benchmarks.bench_compile trial|epoch VARIANT [SENTENCES]
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    print(trial_eager_vs_compiled(sys.argv[1] if len(sys.argv) > 1 else "prompt_ki"))
+    kind, variant = sys.argv[1], sys.argv[2]
+    if kind == "trial":
+        print(trial_eager_vs_compiled(variant))
+    else:
+        print(epoch_eager_vs_compiled(variant, sentences=int(sys.argv[3]) if len(sys.argv) > 3 else None))
