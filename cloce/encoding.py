@@ -59,16 +59,67 @@ def load_word_tokenizer(name_or_path: str):
 
 
 def word_pieces(tokenizer, sentences: Sequence[Sequence[str]]) -> list[tuple[Word, ...]]:
-    """Pieces of every word of every sentence, in one batched tokenizer call."""
+    """Pieces of every word of every sentence, in one batched tokenizer call.
+
+    The words are joined with spaces and tokenised as one text, each piece going to the word
+    its characters come from: the pieces are the tokenizer's own for the sentence, whatever
+    it does with pre-split words (a generic byte-level BPE tokenizer, ModernBERT's, ignores
+    `add_prefix_space` and would split "fire" into `f` + `ire` instead of `Ġfire`). Where
+    the tokenizer marks a word's start with the space before it (byte-level BPE), the text
+    starts with a space too, so the first word reads like every other (as RoBERTa's
+    `add_prefix_space=True` does)."""
     if not sentences:
         return []
+    if not getattr(tokenizer, "is_fast", False):  # no offsets: the tokenizer's own word split
+        return _split_word_pieces(tokenizer, sentences)
+    lead = " " if _marks_word_start_with_space(tokenizer) else ""
+    texts, owners = [], []
+    for sentence in sentences:
+        text, owner = lead, [-1] * len(lead)
+        for i, word in enumerate(sentence):
+            if i:
+                text, owner = text + " ", owner + [-1]
+            text, owner = text + word, owner + [i] * len(word)
+        texts.append(text)
+        owners.append(owner)
+    batch = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+    result = []
+    for sentence, owner, ids, offsets in zip(sentences, owners, batch["input_ids"], batch["offset_mapping"]):
+        pieces: list[list[int]] = [[] for _ in sentence]
+        for piece, (start, end) in zip(ids, offsets):
+            word = _owner_of(owner, start, end)
+            if word is not None:
+                pieces[word].append(piece)
+        # A word that yields no piece (a stray control character) would make an entity vanish.
+        result.append(tuple(tuple(p) if p else (tokenizer.unk_token_id,) for p in pieces))
+    return result
+
+
+def _owner_of(owner: list[int], start: int, end: int) -> int | None:
+    """The word of a piece's first non-space character; a piece of spaces only (a lone `Ġ`
+    or `▁`) belongs to the word after it."""
+    for at in range(start, max(end, start + 1)):
+        if at < len(owner) and owner[at] >= 0:
+            return owner[at]
+    following = [w for w in owner[start:] if w >= 0]
+    return following[0] if following else None
+
+
+def _marks_word_start_with_space(tokenizer) -> bool:
+    """A word after a space is tokenised differently from the same word opening the text."""
+    alone = tokenizer("fire", add_special_tokens=False)["input_ids"]
+    after = tokenizer("a fire", add_special_tokens=False)["input_ids"]
+    spaced = tokenizer(" fire", add_special_tokens=False)["input_ids"]
+    return after[-len(alone):] != alone and after[-len(spaced):] == spaced
+
+
+def _split_word_pieces(tokenizer, sentences: Sequence[Sequence[str]]) -> list[tuple[Word, ...]]:
     batch = tokenizer([list(s) for s in sentences], is_split_into_words=True, add_special_tokens=False)
     result = []
     for i, sentence in enumerate(sentences):
         pieces: list[list[int]] = [[] for _ in sentence]
         for piece, word in zip(batch["input_ids"][i], batch.word_ids(i)):
             pieces[word].append(piece)
-        # A word that yields no piece (a stray control character) would make an entity vanish.
         result.append(tuple(tuple(p) if p else (tokenizer.unk_token_id,) for p in pieces))
     return result
 

@@ -35,6 +35,8 @@ from cloce import optim
 from cloce.backbone import _quiet_transformers, load_masked_lm, resolve_model
 from cloce.config import MlmAdaptConfig
 from cloce.encoding import load_word_tokenizer
+from cloce.mlm_head import MlmHead, mlm_logits
+from cloce.model import encoder_inputs
 
 CACHE_ENV = "CLOCE_CACHE_DIR"
 INFO_FILE = "cloce_mlm_adapt.json"  # written last: a directory holding it is complete
@@ -126,7 +128,7 @@ def train_masked_lm(backbone: str, sentences: Sequence[Sequence[str]], config: M
         loaded = load_masked_lm(backbone, fresh_head_init="random")
         model = loaded.model.to(device)
         if config.head_only:
-            freeze_all_but_head(model, loaded.head_name)
+            freeze_all_but_head(model, loaded.head)
         examples = tokenize_sentences(tokenizer, sentences, config.max_length)
         collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=config.mask_probability,
                                                    seed=config.seed)
@@ -143,7 +145,7 @@ def train_masked_lm(backbone: str, sentences: Sequence[Sequence[str]], config: M
         lengths = [len(e["input_ids"]) for e in examples]
         for picked in _batches(lengths, config.batch_size, config.steps, order):
             batch = {k: v.to(device) for k, v in collator([examples[i] for i in picked]).items()}
-            loss = masked_lm_loss(model, loaded.head_name, batch)
+            loss = masked_lm_loss(model, loaded.head, batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -199,29 +201,30 @@ def tokenize_sentences(tokenizer, sentences: Sequence[Sequence[str]], max_length
     return [{k: encoded[k][i] for k in keys} for i in range(len(sentences))]
 
 
-def freeze_all_but_head(model: nn.Module, head_name: str) -> None:
+def freeze_all_but_head(model: nn.Module, head: MlmHead | str) -> None:
     """Only the head's own parameters train: the decoder weight tied to the word embeddings
     belongs to the encoder and stays frozen with it."""
+    head = MlmHead((head,)) if isinstance(head, str) else head
     encoder = {id(p) for p in model.base_model.parameters()}
     model.requires_grad_(False)
-    for param in model.get_submodule(head_name).parameters():
+    for param in head.parameters(model).values():
         if id(param) not in encoder:
             param.requires_grad_(True)
 
 
-def masked_lm_loss(model: nn.Module, head_name: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def masked_lm_loss(model: nn.Module, head: MlmHead | str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """The model's own MLM loss, with the head applied at the masked positions only: the
     vocabulary projection of the other ~85% adds nothing to the loss and would be most of
     the compute on a small encoder. A frozen encoder (head_only) records no graph: no
     parameter of it requires a gradient."""
-    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
-    states = model.base_model(**inputs).last_hidden_state
+    head = MlmHead((head,)) if isinstance(head, str) else head
+    states = model.base_model(**encoder_inputs(model.base_model, batch)).last_hidden_state
     masked = batch["labels"] != -100
     if not masked.any():  # a tiny batch can draw no mask at all: a zero loss, no update
         # Zero through what trains: a frozen encoder's states carry no graph.
-        anchor = states if states.requires_grad else model.get_submodule(head_name)(states[:0])
+        anchor = states if states.requires_grad else mlm_logits(model, head, states[:0])
         return anchor.sum() * 0.0
-    logits = model.get_submodule(head_name)(states[masked])
+    logits = mlm_logits(model, head, states[masked])
     return F.cross_entropy(logits.float(), batch["labels"][masked])
 
 

@@ -7,18 +7,29 @@ wrapper sees every pass that needs gradients synchronised.
 """
 from __future__ import annotations
 
+import inspect
+from functools import lru_cache
 from typing import Literal
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from cloce.mlm_head import MlmHead, mlm_logits
+
 Output = Literal["logits", "with_aux_loss", "mask_vector", "mask_mean", "embedding_mean"]
 
 
-def _encoder_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def encoder_inputs(module: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The batch's inputs `module` takes: DistilBERT's and ModernBERT's take no token types."""
     keys = ("input_ids", "attention_mask", "token_type_ids")
-    return {k: batch[k] for k in keys if k in batch}
+    accepted = _forward_parameters(type(module))
+    return {k: batch[k] for k in keys if k in batch and k in accepted}
+
+
+@lru_cache(maxsize=None)
+def _forward_parameters(module_class: type) -> frozenset[str]:
+    return frozenset(inspect.signature(module_class.forward).parameters)
 
 
 def _masked_mean(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -37,11 +48,18 @@ class PromptRelationModel(nn.Module):
     decoder restricted to them: dot product with each label embedding plus its bias.
     """
 
-    def __init__(self, mlm: nn.Module, head_name: str, label_token_ids: list[int]):
+    def __init__(self, mlm: nn.Module, head: MlmHead | str, label_token_ids: list[int]):
         super().__init__()
         self.mlm = mlm
-        self.head_name = head_name  # kept by name: registering the head twice would duplicate weights
+        self.head = MlmHead((head,)) if isinstance(head, str) else head  # names only: see MlmHead
         self.register_buffer("label_token_ids", torch.tensor(label_token_ids, dtype=torch.long), persistent=False)
+
+    @property
+    def head_name(self) -> str:
+        """The head's one child, where it is one (see LoadedMaskedLM.head_name)."""
+        if len(self.head.parts) != 1:
+            raise ValueError(f"the MLM head is {self.head.parts}, not one child: use cloce.mlm_head.mlm_logits")
+        return self.head.parts[0]
 
     @property
     def embeddings(self) -> nn.Module:
@@ -55,16 +73,16 @@ class PromptRelationModel(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor], output: Output = "logits") -> torch.Tensor:
         if output == "embedding_mean":
-            token_types = batch.get("token_type_ids")
-            states = self.embeddings(input_ids=batch["input_ids"], token_type_ids=token_types)
+            inputs = encoder_inputs(self.embeddings, batch)
+            states = self.embeddings(**inputs)
             return _masked_mean(states, batch["attention_mask"])
-        states = self.mlm.base_model(**_encoder_inputs(batch)).last_hidden_state
+        states = self.mlm.base_model(**encoder_inputs(self.mlm.base_model, batch)).last_hidden_state
         if output == "mask_mean":
             return _masked_mean(states, batch["attention_mask"])
         at_mask = _at(states, batch["anchors"][:, 0])
         if output == "mask_vector":
             return at_mask
-        vocab_logits = self.mlm.get_submodule(self.head_name)(at_mask)
+        vocab_logits = mlm_logits(self.mlm, self.head, at_mask)
         logits = vocab_logits.index_select(-1, self.label_token_ids)
         if output == "with_aux_loss":
             return logits, self.aux_loss(batch, states, at_mask)
@@ -79,8 +97,8 @@ class KnowPromptRelationModel(PromptRelationModel):
     weighted `ke_weight` (cloce/knowprompt.py). Negative spans depend on (instance, epoch):
     `epoch` is set by the training loop."""
 
-    def __init__(self, mlm: nn.Module, head_name: str, label_token_ids: list[int], ke_weight: float):
-        super().__init__(mlm, head_name, label_token_ids)
+    def __init__(self, mlm: nn.Module, head: MlmHead | str, label_token_ids: list[int], ke_weight: float):
+        super().__init__(mlm, head, label_token_ids)
         self.ke_weight = ke_weight
         self.epoch = 0
 
@@ -106,11 +124,11 @@ class PtrRelationModel(nn.Module):
     with the cross-entropy over classes plus the mean over masks of each mask's cross-entropy
     over its candidates (PTR's loss)."""
 
-    def __init__(self, mlm: nn.Module, head_name: str, rows: tuple[tuple[int, ...], ...],
+    def __init__(self, mlm: nn.Module, head: MlmHead | str, rows: tuple[tuple[int, ...], ...],
                  label_word: tuple[tuple[int, ...], ...]):
         super().__init__()
         self.mlm = mlm
-        self.head_name = head_name
+        self.head = MlmHead((head,)) if isinstance(head, str) else head  # names only: see MlmHead
         for mask, mask_rows in enumerate(rows):
             self.register_buffer(f"rows_{mask}", torch.tensor(mask_rows, dtype=torch.long), persistent=False)
         self.n_masks = len(rows)
@@ -129,10 +147,10 @@ class PtrRelationModel(nn.Module):
 
     def mask_log_probs(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         """Per mask: [batch, candidates] log-probabilities of its candidate words."""
-        states = self.mlm.base_model(**_encoder_inputs(batch)).last_hidden_state
+        states = self.mlm.base_model(**encoder_inputs(self.mlm.base_model, batch)).last_hidden_state
         rows = torch.arange(states.size(0), device=states.device)[:, None]
         at_masks = states[rows, batch["anchors"]]  # [batch, masks, hidden]
-        vocab_logits = self.mlm.get_submodule(self.head_name)(at_masks)
+        vocab_logits = mlm_logits(self.mlm, self.head, at_masks)
         return [vocab_logits[:, mask].index_select(-1, getattr(self, f"rows_{mask}")).float().log_softmax(-1)
                 for mask in range(self.n_masks)]
 
@@ -173,7 +191,7 @@ class MarkerRelationModel(nn.Module):
         return list(self.encoder.parameters())
 
     def forward(self, batch: dict[str, torch.Tensor], output: Output = "logits") -> torch.Tensor:
-        states = self.encoder(**_encoder_inputs(batch)).last_hidden_state
+        states = self.encoder(**encoder_inputs(self.encoder, batch)).last_hidden_state
         anchors = batch["anchors"]
         pair = torch.cat([_at(states, anchors[:, 0]), _at(states, anchors[:, 1])], dim=-1)
         if output not in ("logits", "with_aux_loss"):

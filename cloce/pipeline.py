@@ -11,6 +11,7 @@ from cloce.backbone import FreshHeadInit, embedding_rows_from_names, load_encode
 from cloce.data.types import LabelMap, RelationInstance
 from cloce.encoding import Encoded, Template, TokenizedInstance, load_word_tokenizer, tokenize_instances
 from cloce.markers import EntityMarkerTemplate
+from cloce.mlm_head import add_vocabulary_rows
 from cloce.model import KnowPromptRelationModel, MarkerRelationModel, PromptRelationModel, PtrRelationModel
 from cloce.prompt import PromptTemplate, PromptWording
 from cloce.ptr import PtrRules, PtrTemplate, PtrVerbalizer
@@ -28,6 +29,7 @@ class RelationPipeline:
     label_map: LabelMap
     vocab: VirtualVocab | None  # the soft-label variants only (prompt*, cloce_*, knowprompt)
     head_pretrained: bool  # the MLM head transform came from the checkpoint
+    head_parts: tuple[str, ...] = ()  # the masked LM's children that make its head (prompt variants)
     type_names: tuple[str, ...] = ()  # the data's entity types (the generic one where it has none)
     ptr_rules: PtrRules | None = None  # ptr only: each relation's words
     base_vocab_size: int = 0  # ptr only: the backbone's vocabulary before its word rows were added
@@ -37,6 +39,14 @@ class RelationPipeline:
 
     def encode(self, tokenized: Sequence[TokenizedInstance]) -> list[Encoded]:
         return [self.template.encode(t) for t in tokenized]
+
+    @property
+    def head_summary(self) -> str | None:
+        """Which MLM head the prompt scores with, and whether the checkpoint stored it."""
+        if not self.head_parts:
+            return None
+        kind = "pre-trained (stored in the checkpoint)" if self.head_pretrained else "fresh (the checkpoint stores none)"
+        return f"MLM head {'+'.join(self.head_parts)}: {kind}"
 
     @property
     def sentence_markers(self) -> bool:
@@ -91,12 +101,14 @@ def build_pipeline(
         return _knowprompt_pipeline(variant, path, tokenizer, loaded, label_map, type_names, max_seq_len,
                                     type_counts, ke_weight)
     vocab = VirtualVocab(base_size, type_names, label_map.labels, label_init)
-    _add_rows(mlm, embedding_rows_from_names(mlm.get_input_embeddings(), tokenizer, vocab.readable_names()))
+    init_rows = embedding_rows_from_names(mlm.get_input_embeddings(), tokenizer, vocab.readable_names())
+    # Row ids stay exactly base_size + k; every pre-trained head weight stays as it was.
+    add_vocabulary_rows(mlm, loaded.head, init_rows)
     prompt = PromptTemplate(tokenizer, vocab, use_types=variant.inject_types, max_seq_len=max_seq_len,
                             sentence_markers=sentence_markers, wording=template)
-    model = PromptRelationModel(mlm, loaded.head_name, vocab.label_ids)
+    model = PromptRelationModel(mlm, loaded.head, vocab.label_ids)
     return RelationPipeline(variant, path, tokenizer, prompt, model, label_map, vocab, loaded.head_pretrained,
-                            type_names=type_names)
+                            head_parts=loaded.head.parts, type_names=type_names)
 
 
 def _ptr_pipeline(variant, path, tokenizer, loaded, label_map, type_names, max_seq_len, rules) -> RelationPipeline:
@@ -106,11 +118,12 @@ def _ptr_pipeline(variant, path, tokenizer, loaded, label_map, type_names, max_s
     base_size = mlm.get_input_embeddings().num_embeddings
     verbalizer = PtrVerbalizer.build(rules, tokenizer, base_size)
     if verbalizer.extra_words:
-        _add_rows(mlm, embedding_rows_from_names(mlm.get_input_embeddings(), tokenizer, list(verbalizer.extra_words)))
-    model = PtrRelationModel(mlm, loaded.head_name, verbalizer.rows, verbalizer.label_word)
+        add_vocabulary_rows(mlm, loaded.head, embedding_rows_from_names(mlm.get_input_embeddings(), tokenizer,
+                                                                        list(verbalizer.extra_words)))
+    model = PtrRelationModel(mlm, loaded.head, verbalizer.rows, verbalizer.label_word)
     return RelationPipeline(variant, path, tokenizer, PtrTemplate(tokenizer, rules, max_seq_len), model, label_map,
-                            None, loaded.head_pretrained, type_names=type_names, ptr_rules=rules,
-                            base_vocab_size=base_size)
+                            None, loaded.head_pretrained, head_parts=loaded.head.parts, type_names=type_names,
+                            ptr_rules=rules, base_vocab_size=base_size)
 
 
 def _knowprompt_pipeline(variant, path, tokenizer, loaded, label_map, type_names, max_seq_len, type_counts,
@@ -121,27 +134,11 @@ def _knowprompt_pipeline(variant, path, tokenizer, loaded, label_map, type_names
     embeddings = mlm.get_input_embeddings()
     vocab = VirtualVocab(embeddings.num_embeddings, TYPE_WORDS, label_map.labels)
     answer_rows = embedding_rows_from_names(embeddings, tokenizer, vocab.readable_names()[len(TYPE_WORDS):])
-    _add_rows(mlm, torch.cat([type_prior_rows(embeddings, tokenizer, type_counts).to(answer_rows.dtype), answer_rows]))
+    type_rows = type_prior_rows(embeddings, tokenizer, type_counts).to(answer_rows.dtype)
+    add_vocabulary_rows(mlm, loaded.head, torch.cat([type_rows, answer_rows]))
     sub_id, obj_id = (vocab.type_id(word) for word in TYPE_WORDS)
     template = KnowPromptTemplate(tokenizer, sub_id, obj_id, max_seq_len)
-    model = KnowPromptRelationModel(mlm, loaded.head_name, vocab.label_ids, ke_weight)
+    model = KnowPromptRelationModel(mlm, loaded.head, vocab.label_ids, ke_weight)
     return RelationPipeline(variant, path, tokenizer, template, model, label_map, vocab, loaded.head_pretrained,
-                            type_names=type_names)
+                            head_parts=loaded.head.parts, type_names=type_names)
 
-
-def _add_rows(mlm: nn.Module, rows: torch.Tensor) -> None:
-    """Append `rows` to the vocabulary (input embeddings, and the tied decoder with a zero bias)."""
-    base_size = mlm.get_input_embeddings().num_embeddings
-    if not len(rows):
-        return
-    # Keep the padding multiple off: row ids must stay exactly base_size + k.
-    mlm.resize_token_embeddings(base_size + len(rows), mean_resizing=False)
-    with torch.no_grad():
-        mlm.get_input_embeddings().weight[base_size:] = rows
-        _zero_new_decoder_bias(mlm, base_size)
-
-
-def _zero_new_decoder_bias(mlm: nn.Module, base_size: int) -> None:
-    decoder = mlm.get_output_embeddings()
-    if getattr(decoder, "bias", None) is not None:
-        decoder.bias[base_size:] = 0.0

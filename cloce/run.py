@@ -89,6 +89,7 @@ def write_outputs(result: TrainResult, files: dict, out: Path, seconds: float) -
         "generic_type_only": pipeline.type_names == ("entity",),
         **({"ptr_rules": pipeline.ptr_rules.to_json()} if pipeline.ptr_rules else {}),
         "mlm_head_pretrained": pipeline.head_pretrained,
+        "mlm_head": "+".join(pipeline.head_parts) or None,  # the masked LM's children that score [MASK]
         "backbone": pipeline.model_name,
         "sentence_markers_active": pipeline.sentence_markers,  # train_config None: the labels decided
         "bf16_active": result.bf16_active,  # train_config.bf16 only asks: the device decides

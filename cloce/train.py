@@ -141,6 +141,8 @@ def train(
     test_split = EncodedSplit(pipeline.encode(pipeline.tokenize(test_instances))) if test_instances else None
 
     # Model and optimisers: one for cross-entropy, one of its own for the contrastive step.
+    if config.compile:
+        compile_encoder(pipeline.model)
     model = runtime.model_to_device(pipeline.model)
     ce_optimizer = adamw(unwrap(model), config.lr, config.weight_decay, word_lr=word_lr(config, variant))
     steps = config.epochs * math.ceil(len(train_tokens) / config.batch_size)  # global batches: any worker count
@@ -449,6 +451,13 @@ def start_epoch(loader, model, epoch: int) -> None:
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def compile_encoder(model: nn.Module) -> None:
+    """torch.compile the encoder in place (`Module.compile`: parameter names, so checkpoints,
+    stay as they are); the heads and the contrastive step's embedding pass run eagerly."""
+    encoder = model.mlm.base_model if hasattr(model, "mlm") else model.encoder
+    encoder.compile(dynamic=True)
 
 
 def autocast(device: torch.device, enabled: bool):

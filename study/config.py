@@ -252,7 +252,8 @@ class StudyConfig:
 # TrainConfig fields added after results files were recorded, with the value that behaves as
 # before they existed: left out of a cell's fingerprint at that value, so those records still count.
 ADDED_TRAIN_FIELDS = {"sentence_markers": False, "label_init": "name", "template": "relation_of", "mlm_adapt_head_only": False,
-                      "kshot_sampler": "per_label", "ptr_rules_file": None, "ke_weight": 0.001, "virtual_lr": None}
+                      "kshot_sampler": "per_label", "ptr_rules_file": None, "ke_weight": 0.001, "virtual_lr": None,
+                      "compile": False}
 
 DEFAULT_SPACES: dict[str, SearchSpace] = {
     name: SearchSpace(lr=(1e-5, 5e-4), cl_lr=(1e-6, 1e-4), margin=(0.1, 1.0))

@@ -172,3 +172,28 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def family_checkpoint(tmp_path_factory):
+    """`family_checkpoint(name, with_head)`: a tiny random checkpoint of one encoder family
+    (tests/families.py) with a tokenizer of its kind trained on 300 SemEval sentences,
+    built once per session on first use."""
+    from cloce.data.dataset import default_data_dir
+    from tests.families import FAMILIES, corpus_sentences, save_family
+
+    source = default_data_dir()
+    if not (source / "train.txt").exists():
+        pytest.skip(f"SemEval not found at {source}: the family tokenizers are trained on it")
+    sentences = corpus_sentences(source)
+    families = {f.name: f for f in FAMILIES}
+    root = tmp_path_factory.mktemp("families")
+    built: dict[tuple[str, bool], str] = {}
+
+    def checkpoint(name: str, with_head: bool) -> str:
+        if (name, with_head) not in built:
+            where = root / f"{name}-{'mlm' if with_head else 'headless'}"
+            built[name, with_head] = save_family(families[name], where, sentences, with_head)
+        return built[name, with_head]
+
+    return checkpoint

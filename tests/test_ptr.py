@@ -9,6 +9,7 @@ from torch.nn import functional as F
 from cloce.checkpoint import load_checkpoint, save_checkpoint
 from cloce.data import LabelMap
 from cloce.encoding import Collator, text_pieces
+from cloce.mlm_head import mlm_logits
 from cloce.pipeline import build_pipeline
 from cloce.ptr import derive_rules, read_rules_file
 from cloce.train import train
@@ -83,10 +84,9 @@ def test_a_class_score_is_the_sum_of_its_masks_word_log_probabilities(pipeline):
         scores, aux = model(batch, output="with_aux_loss")
         states = model.mlm.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                       token_type_ids=batch["token_type_ids"]).last_hidden_state
-        head = model.mlm.get_submodule(model.head_name)
         verbalizer_rows = [getattr(model, f"rows_{m}") for m in range(model.n_masks)]
         for row in range(3):
-            per_mask = [head(states[row, at])[verbalizer_rows[m]].log_softmax(-1)
+            per_mask = [mlm_logits(model.mlm, model.head, states[row, at])[verbalizer_rows[m]].log_softmax(-1)
                         for m, at in enumerate(batch["anchors"][row].tolist())]
             for label in range(len(pipeline.label_map)):
                 words = model.label_word[label]

@@ -1,0 +1,95 @@
+"""Eager vs `train.compile` (torch.compile of the encoder), for benchmarks 1 (prompt_ki)
+and 3 (finetune): a K=16 trial with the compile time counted, each contender in a fresh
+process with a fresh inductor cache (a warm cache would hide the compile), and a full-data
+CE epoch without it (the compiled encoder warmed up on three batches first)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+# The quick study's trial (experiments/quick.toml): 2 epochs, K-shot val, 300 test sentences.
+TRIAL = dict(k=16, seed=1, epochs=2, kshot_val=True, test_sample=300, batch_size=16)
+TRIAL_SCRIPT = """
+import json, sys, time
+from cloce.config import TrainConfig
+from cloce.data.dataset import load_dataset
+from cloce.train import train
+started = time.perf_counter()
+config = TrainConfig(**json.loads(sys.argv[1]))
+train(config, load_dataset(None))
+print(json.dumps({"seconds": time.perf_counter() - started}))
+"""
+
+
+def trial_eager_vs_compiled(variant: str) -> dict:
+    seconds = {}
+    for name, compiled in (("eager", False), ("compiled", True)):
+        with tempfile.TemporaryDirectory() as cache:
+            env = os.environ | {"TORCHINDUCTOR_CACHE_DIR": cache, "PYTHONPATH": str(ROOT)}
+            config = json.dumps(TRIAL | {"variant": variant, "compile": compiled, "lr": 3e-4 if variant == "finetune" else 1e-4})
+            done = subprocess.run([sys.executable, "-c", TRIAL_SCRIPT, config], capture_output=True, text=True,
+                                  env=env, cwd=ROOT, check=True)
+            seconds[name] = json.loads(done.stdout.strip().splitlines()[-1])["seconds"]
+    return {"variant": variant, **{f"{k}_trial_s": v for k, v in seconds.items()} | TRIAL,
+            "ratio": seconds["eager"] / seconds["compiled"], "faster": min(seconds, key=seconds.get)}
+
+
+def epoch_eager_vs_compiled(variant: str, warmup_batches: int = 3, sentences: int | None = None) -> dict:
+    """One CE epoch over all of SemEval's training sentences (batch 16; the first `sentences`
+    only, if given), samples/s."""
+    from benchmarks.common import BATCH
+    from cloce.config import TrainConfig
+    from cloce.data.dataset import load_dataset
+    from cloce.encoding import Collator, EncodedSplit
+    from cloce.pipeline import build_pipeline, type_vocabulary
+    from cloce.runtime import Runtime
+    from cloce.train import adamw, classification_pass, compile_encoder, linear_warmup_decay
+    from cloce.variants import get_variant
+
+    dataset = load_dataset(None)
+    types = type_vocabulary([*dataset.train, *dataset.val, *dataset.test])
+    config = TrainConfig(variant=variant, k=None, lr=1e-4)
+    speeds = {}
+    for name, compiled in (("eager", False), ("compiled", True)):
+        torch.manual_seed(1)
+        pipeline = build_pipeline(get_variant(variant), dataset.label_map, types, None, 256)
+        split = EncodedSplit(pipeline.encode(pipeline.tokenize(dataset.train[:sentences])))
+        loader = torch.utils.data.DataLoader(split, batch_size=BATCH, shuffle=True,
+                                             collate_fn=Collator(pipeline.tokenizer.pad_token_id),
+                                             generator=torch.Generator().manual_seed(1))
+        batches = list(loader)
+        model = pipeline.model
+        optimizer = adamw(model, config.lr, config.weight_decay)
+        scheduler = linear_warmup_decay(optimizer, len(batches) + warmup_batches, config.warmup_ratio)
+        if compiled:
+            compile_encoder(model)
+        warm_up(model, batches[:warmup_batches])  # both alike: the compiled one compiles here
+        started = time.perf_counter()
+        classification_pass(model, batches, optimizer, scheduler, config, Runtime())
+        speeds[name] = len(split) / (time.perf_counter() - started)
+    return {"variant": variant, "sentences": len(split), "eager_samples_per_s": speeds["eager"],
+            "compiled_samples_per_s": speeds["compiled"], "ratio": speeds["compiled"] / speeds["eager"]}
+
+
+def warm_up(model: torch.nn.Module, batches: list[dict]) -> None:
+    model.train()
+    for batch in batches:
+        torch.nn.functional.cross_entropy(model(batch), batch["labels"]).backward()
+    model.zero_grad(set_to_none=True)
+
+
+if __name__ == "__main__":  # python -m benchmarks.bench_compile trial|epoch VARIANT [SENTENCES]
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    kind, variant = sys.argv[1], sys.argv[2]
+    if kind == "trial":
+        print(trial_eager_vs_compiled(variant))
+    else:
+        print(epoch_eager_vs_compiled(variant, sentences=int(sys.argv[3]) if len(sys.argv) > 3 else None))
