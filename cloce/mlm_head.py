@@ -121,6 +121,10 @@ def add_vocabulary_rows(model: nn.Module, head: MlmHead, rows: torch.Tensor) -> 
     new = nn.Embedding(base + len(rows), old.embedding_dim, padding_idx=old.padding_idx,
                        device=old.weight.device, dtype=old.weight.dtype)
     with torch.no_grad():
+        # resize_token_embeddings, which this replaces, drew the new matrix twice (nn.Embedding,
+        # then _init_weights): draw it once more, so that every later draw of the seeded
+        # generator (dropout) is what it was, and the recorded numbers hold.
+        new.weight.normal_()
         new.weight[:base] = old.weight
         new.weight[base:] = rows.to(new.weight)
     grown: dict[int, nn.Parameter] = {id(old.weight): new.weight}
