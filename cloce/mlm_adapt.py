@@ -194,8 +194,10 @@ def _batches(lengths: Sequence[int], batch_size: int, steps: int, generator: tor
 
 
 def tokenize_sentences(tokenizer, sentences: Sequence[Sequence[str]], max_length: int) -> list[dict]:
-    """Word pieces of each sentence with its special tokens, as the collator wants them."""
-    encoded = tokenizer([list(s) for s in sentences], is_split_into_words=True, truncation=True,
+    """Word pieces of each sentence with its special tokens, as the collator wants them: the
+    joined text, tokenised as the tokenizer tokenises a sentence (pre-split words lose their
+    leading space in a byte-level BPE such as ModernBERT's; WordPiece gives the same pieces)."""
+    encoded = tokenizer([" ".join(s) for s in sentences], truncation=True,
                         max_length=max_length, return_special_tokens_mask=True)
     keys = [k for k in ("input_ids", "token_type_ids", "special_tokens_mask") if k in encoded]
     return [{k: encoded[k][i] for k in keys} for i in range(len(sentences))]
