@@ -42,9 +42,11 @@ def trial_eager_vs_compiled(variant: str) -> dict:
             "ratio": seconds["eager"] / seconds["compiled"], "faster": min(seconds, key=seconds.get)}
 
 
-def epoch_eager_vs_compiled(variant: str, warmup_batches: int = 3, sentences: int | None = None) -> dict:
+def epoch_eager_vs_compiled(variant: str, warmup_batches: int = 3, sentences: int | None = None,
+                            device: torch.device | None = None, data_dir: str | None = None,
+                            model_name: str | None = None) -> dict:
     """One CE epoch over all of SemEval's training sentences (batch 16; the first `sentences`
-    only, if given), samples/s."""
+    only, if given), samples/s, on `device` (default: the CPU; benchmarks/gpu_check.py: the GPU)."""
     from benchmarks.common import BATCH
     from cloce.config import TrainConfig
     from cloce.data.dataset import load_dataset
@@ -54,26 +56,31 @@ def epoch_eager_vs_compiled(variant: str, warmup_batches: int = 3, sentences: in
     from cloce.train import adamw, classification_pass, compile_encoder, linear_warmup_decay
     from cloce.variants import get_variant
 
-    dataset = load_dataset(None)
+    device = device or torch.device("cpu")
+    dataset = load_dataset(data_dir)
     types = type_vocabulary([*dataset.train, *dataset.val, *dataset.test])
     config = TrainConfig(variant=variant, k=None, lr=1e-4)
     speeds = {}
     for name, compiled in (("eager", False), ("compiled", True)):
         torch.manual_seed(1)
-        pipeline = build_pipeline(get_variant(variant), dataset.label_map, types, None, 256)
+        pipeline = build_pipeline(get_variant(variant), dataset.label_map, types, model_name, 256)
         split = EncodedSplit(pipeline.encode(pipeline.tokenize(dataset.train[:sentences])))
         loader = torch.utils.data.DataLoader(split, batch_size=BATCH, shuffle=True,
                                              collate_fn=Collator(pipeline.tokenizer.pad_token_id),
                                              generator=torch.Generator().manual_seed(1))
-        batches = list(loader)
-        model = pipeline.model
+        batches = [{k: v.to(device) for k, v in batch.items()} for batch in loader]
+        model = pipeline.model.to(device)
         optimizer = adamw(model, config.lr, config.weight_decay)
         scheduler = linear_warmup_decay(optimizer, len(batches) + warmup_batches, config.warmup_ratio)
         if compiled:
             compile_encoder(model)
         warm_up(model, batches[:warmup_batches])  # both alike: the compiled one compiles here
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         started = time.perf_counter()
-        classification_pass(model, batches, optimizer, scheduler, config, Runtime())
+        classification_pass(model, batches, optimizer, scheduler, config, Runtime(device=device))
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         speeds[name] = len(split) / (time.perf_counter() - started)
     return {"variant": variant, "sentences": len(split), "eager_samples_per_s": speeds["eager"],
             "compiled_samples_per_s": speeds["compiled"], "ratio": speeds["compiled"] / speeds["eager"]}

@@ -33,6 +33,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
+from benchmarks.bench_compile import epoch_eager_vs_compiled  # noqa: E402
 from benchmarks.common import alternate  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -276,6 +277,10 @@ def main(argv=None) -> int:
         ("1. CE pass prompt_ki vs HF Trainer (same batches), samples/s", lambda: ce_pass_vs_trainer(args, device)),
         ("2. predict vs bare forward, samples/s", lambda: predict_vs_forward(args, device)),
         ("3. one trial's GPU memory (cloce_d, K=16)", lambda: trial_memory(args, device)),
+        # Benchmarks 1 and 3's epoch rows on the device: eager vs train.compile, the compile not counted.
+        *((f"5. CE epoch eager vs compiled ({variant}), samples/s", lambda variant=variant: epoch_eager_vs_compiled(
+            variant, sentences=32 if dry else 3000, device=device, data_dir=args.data_dir, model_name=args.model))
+          for variant in ("prompt_ki", "finetune")),
     ]
     for name, step in steps:
         results[name] = guarded(step)

@@ -26,6 +26,8 @@ def test_the_dry_run_takes_every_step_and_writes_one_table(tiny_model_dir, tiny_
     assert not [name for name, result in results.items() if "error" in result], results
     assert results["1. CE pass prompt_ki vs HF Trainer (same batches), samples/s"]["ratio"] > 0
     assert results["2. predict vs bare forward, samples/s"]["ratio"] > 0
+    compiled = [result for name, result in results.items() if name.startswith("5. CE epoch eager vs compiled")]
+    assert [r["variant"] for r in compiled] == ["prompt_ki", "finetune"] and all(r["ratio"] > 0 for r in compiled)
     study = next(result for name, result in results.items() if name.startswith("4. study"))
     assert study["exit"] == 0 and study["trials_done"] >= 1
     assert "| check | result |" in (tmp_path / "out" / "gpu_check.md").read_text()
