@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
-CLIENTS = ("sbatch", "srun", "sacct", "scancel", "squeue", "scontrol")
+CLIENTS = ("sbatch", "srun", "sacct", "scancel", "squeue", "scontrol", "sinfo")
 MARKER = "CLOCE_SLURM_ROOT"
 
 
