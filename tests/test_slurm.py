@@ -3,7 +3,8 @@ machine (tests/slurm_cluster.py: munged, slurmctld and slurmd on free ports, sto
 id): a job starts a Ray head with token auth inside an `srun` step, submits a tiny study as a
 Ray job and ends COMPLETED in `sacct`, its MLflow runs and table in place, no secret written
 anywhere, no process of it left; a second job is cancelled mid-study (`scancel`), its Ray goes
-with it, and `--resume` in a new job finishes the study without running a trial twice.
+with it, and `--resume` in a new job finishes the study without running a trial twice; a third
+hears of its time limit (`--signal=B:USR1@60`) and stops its study and Ray before it.
 """
 from __future__ import annotations
 
@@ -73,7 +74,7 @@ def study_args(data_dir, model_dir, shared: Path, variants: list[str]) -> list[s
     ]
 
 
-def submit(cluster: SlurmCluster, shared: Path, args: list[str]) -> tuple[str, Path]:
+def submit(cluster: SlurmCluster, shared: Path, args: list[str], *options: str) -> tuple[str, Path]:
     env = cluster.env() | {
         "CLOCE_REPO": str(REPO), "CLOCE_PYTHON": sys.executable, "CLOCE_SHARED_DIR": str(shared / "slurm"),
         "CLOCE_RAY_TMP": str(cluster.root / "ray"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
@@ -83,7 +84,7 @@ def submit(cluster: SlurmCluster, shared: Path, args: list[str]) -> tuple[str, P
     for name in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE", "MLFLOW_TRACKING_URI"):
         env.pop(name, None)
     output = shared / "job-%j.out"
-    job_id = cluster.sbatch("--cpus-per-task=2", "--time=30", f"--output={output}", str(RECIPE), *args,
+    job_id = cluster.sbatch("--cpus-per-task=2", "--time=30", f"--output={output}", *options, str(RECIPE), *args,
                             env=env, cwd=REPO)
     return job_id, shared / f"job-{job_id}.out"
 
@@ -99,6 +100,10 @@ def wait_for(condition, what: str, timeout: float, cluster: SlurmCluster, job_id
         time.sleep(1)
     tail = output.read_text(errors="replace")[-4000:] if output.exists() else "(no output)"
     pytest.fail(f"{what}: not seen (job {job_id} {cluster.job_state(job_id)})\n{tail}")
+
+
+def text(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
 
 
 def runs(db: Path):
@@ -133,7 +138,7 @@ def test_a_tiny_study_runs_to_completed_with_token_auth(slurm, tiny_semeval_dir,
     head = wait_for(lambda: (job_dir / "head").is_file() and (job_dir / "head").read_text().split(),
                     "the head's address", 180, slurm, job_id, output)
     url = f"http://127.0.0.1:{head[2]}/api/jobs/"
-    wait_for(lambda: "Ray nodes up" in output.read_text(), "the Ray nodes", 300, slurm, job_id, output)
+    wait_for(lambda: "Ray nodes up" in text(output), "the Ray nodes", 300, slurm, job_id, output)
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(url, timeout=10)
     assert refused.value.code in (401, 403), refused.value
@@ -171,7 +176,9 @@ def test_a_tiny_study_runs_to_completed_with_token_auth(slurm, tiny_semeval_dir,
     # No secret anywhere: not in the job's output, the Ray nodes' logs, the study dir, MLflow.
     assert not token_file.exists(), "the token outlived its job"
     assert token not in output.read_bytes()
-    for where in (job_dir, shared / "study", shared / "ray"):
+    ray_sessions = list((slurm.root / "ray").glob(f"ray-{job_id}-*"))  # the nodes' Ray logs
+    assert ray_sessions
+    for where in (job_dir, shared / "study", shared / "ray", *ray_sessions):
         assert not files_containing(where, token), where
     assert token not in (shared / "mlflow.db").read_bytes()
     for run in [*parents, *children]:
@@ -232,3 +239,23 @@ def test_a_cancelled_study_takes_its_ray_along_and_resumes_in_a_new_job(slurm, t
     assert kept == {r.data.tags["cloce.trial_key"]: r.info.run_id for r in children
                     if f"/{first_cell}/" in r.data.tags["cloce.trial_key"]}
     assert not job_processes(slurm, resumed_id)
+
+
+def test_near_the_time_limit_the_job_stops_its_study_and_ray_itself(slurm, tiny_semeval_dir, tiny_model_dir, tmp_path):
+    """`--signal=B:USR1@<s>`: the batch script hears of the time limit first and stops in order."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    args = study_args(tiny_semeval_dir, tiny_model_dir, shared, ["prompt_ki", "finetune"])
+    args[args.index("--epochs") + 1] = "50"  # longer than the job may run
+    job_id, output = submit(slurm, shared, args, "--time=2", "--signal=B:USR1@60")
+    wait_for(lambda: "Ray nodes up" in text(output), "the Ray nodes", 300, slurm, job_id, output)
+    state = slurm.wait_ended(job_id, timeout=300)
+    record = slurm.sacct(job_id)
+    log = output.read_text(errors="replace")
+    print(f"{record}\n{log[-1500:]}")
+    # It ended itself before the limit, with the exit code of its time-limit trap.
+    assert (state, slurm.run("sacct", "-c", "-n", "-P", "-j", job_id, "-o", "ExitCode").stdout.split()) == (
+        "FAILED", ["124:0"]), log[-4000:]
+    assert "the time limit is near, stopping" in log and f"job {job_id}: Ray stopped" in log
+    assert not (shared / "slurm" / f"job-{job_id}" / "ray_auth_token").exists()
+    assert not job_processes(slurm, job_id), job_processes(slurm, job_id)
