@@ -72,11 +72,14 @@ def command_line(pid: int) -> str:
 
 
 class SlurmCluster:
-    """One node (this machine, NodeAddr 127.0.0.1), one partition `test`, CPUs as given."""
+    """`nodes` SLURM nodes on this machine (NodeAddr 127.0.0.1), `cpus` each, one partition
+    `test`. One node is named as the machine; more are `node1`, `node2`, ... with a slurmd
+    each (its own port, spool, pid and log file: `%n` in slurm.conf), all on this host."""
 
-    def __init__(self, root: Path, cpus: int = 2, kill_wait_s: int = 20):
+    def __init__(self, root: Path, cpus: int = 2, kill_wait_s: int = 20, nodes: int = 1):
         self.root, self.cpus, self.kill_wait_s = Path(root), cpus, kill_wait_s
-        self.node = socket.gethostname().split(".")[0]
+        self.host = socket.gethostname().split(".")[0]
+        self.nodes = [self.host] if nodes == 1 else [f"node{i}" for i in range(1, nodes + 1)]
         self.conf = self.root / "etc" / "slurm.conf"
         self.munge_socket = self.root / "munge" / "munge.socket"
         self.jobcomp = self.root / "log" / "jobcomp.txt"
@@ -108,24 +111,23 @@ class SlurmCluster:
         key = self.root / "etc" / "munge.key"
         key.write_bytes(os.urandom(1024))
         key.chmod(0o400)
-        ctld_port, slurmd_port = free_ports(2)
+        ctld_port, *slurmd_ports = free_ports(1 + len(self.nodes))
         memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20 // 2
         self.conf.write_text("\n".join([
             "ClusterName=clocetest",
-            f"SlurmctldHost={self.node}(127.0.0.1)",
+            f"SlurmctldHost={self.host}(127.0.0.1)",
             f"SlurmctldPort={ctld_port}",
-            f"SlurmdPort={slurmd_port}",
             "SlurmUser=root",
             "SlurmdUser=root",
             "AuthType=auth/munge",
             "CredType=cred/munge",
             f"AuthInfo=socket={self.munge_socket}",
             f"StateSaveLocation={self.root / 'ctld'}",
-            f"SlurmdSpoolDir={self.root / 'spool'}",
+            f"SlurmdSpoolDir={self.root / 'spool'}/%n",
             f"SlurmctldPidFile={self.root / 'run' / 'slurmctld.pid'}",
-            f"SlurmdPidFile={self.root / 'run' / 'slurmd.pid'}",
+            f"SlurmdPidFile={self.root / 'run' / 'slurmd-%n.pid'}",
             f"SlurmctldLogFile={self.root / 'log' / 'slurmctld.log'}",
-            f"SlurmdLogFile={self.root / 'log' / 'slurmd.log'}",
+            f"SlurmdLogFile={self.root / 'log' / 'slurmd-%n.log'}",
             "SlurmctldDebug=info",
             "SlurmdDebug=info",
             # No cgroups here (a container): a step's processes are its descendants.
@@ -144,10 +146,13 @@ class SlurmCluster:
             f"KillWait={self.kill_wait_s}",
             "MinJobAge=300",
             "InactiveLimit=0",
-            f"NodeName={self.node} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={memory_mb} State=UNKNOWN",
-            f"PartitionName=test Nodes={self.node} Default=YES MaxTime=INFINITE State=UP",
+            *[f"NodeName={node} NodeHostname={self.host} NodeAddr=127.0.0.1 Port={port} CPUs={self.cpus} "
+              f"RealMemory={memory_mb // len(self.nodes)} State=UNKNOWN" for node, port in zip(self.nodes, slurmd_ports)],
+            f"PartitionName=test Nodes={','.join(self.nodes)} Default=YES MaxTime=INFINITE State=UP",
             "",
         ]))
+        for node in self.nodes:
+            (self.root / "spool" / node).mkdir(exist_ok=True)
 
     def _start(self, name: str, command: list[str]) -> None:
         log = open(self.root / "log" / f"{name}.out", "ab")
@@ -167,8 +172,9 @@ class SlurmCluster:
         self._wait(lambda: self.munge_socket.exists(), "munged's socket", 30)
         self._start("slurmctld", [daemon("slurmctld"), "-D", "-c", "-f", str(self.conf)])
         self._wait(lambda: self._scontrol_ping(), "slurmctld", timeout)
-        self._start("slurmd", [daemon("slurmd"), "-D", "-N", self.node, "-f", str(self.conf)])
-        self._wait(lambda: self.node_state().startswith("IDLE"), f"node {self.node} IDLE", timeout)
+        for node in self.nodes:
+            self._start(f"slurmd-{node}", [daemon("slurmd"), "-D", "-N", node, "-f", str(self.conf)])
+        self._wait(lambda: self.node_state().split() == ["IDLE"] * len(self.nodes), f"nodes {self.nodes} IDLE", timeout)
 
     def _scontrol_ping(self) -> bool:
         done = subprocess.run(["scontrol", "ping"], env=self.env(), capture_output=True, text=True, timeout=30)
@@ -266,9 +272,10 @@ class SlurmCluster:
                 time.sleep(1)
         except (subprocess.SubprocessError, OSError, RuntimeError):
             pass
-        for name in reversed(DAEMONS):
-            process = self.processes.get(name)
-            if process is None or process.poll() is not None:
+        # slurmd first, munged last (the others authenticate through it to the end).
+        for name in sorted(self.processes, key=lambda n: DAEMONS.index(n.split("-")[0]), reverse=True):
+            process = self.processes[name]
+            if process.poll() is not None:
                 continue
             os.killpg(process.pid, signal.SIGTERM)
             try:

@@ -8,6 +8,7 @@ hears of its time limit (`--signal=B:USR1@60`) and stops its study and Ray befor
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
@@ -32,14 +33,15 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def slurm():
+@contextlib.contextmanager
+def running_cluster(**shape):
+    """A SLURM of its own, up for the `with` block; afterwards nothing of it may be left."""
     root = new_root()
-    cluster = SlurmCluster(root, cpus=2, kill_wait_s=20)
+    cluster = SlurmCluster(root, kill_wait_s=20, **shape)
     try:
         started = time.perf_counter()
         cluster.start()
-        print(f"SLURM up in {time.perf_counter() - started:.1f} s under {root}")
+        print(f"SLURM ({len(cluster.nodes)} node(s)) up in {time.perf_counter() - started:.1f} s under {root}")
         yield cluster
     finally:
         stragglers = cluster.stop()
@@ -47,6 +49,12 @@ def slurm():
         shutil.rmtree(root, ignore_errors=True)
         assert not stragglers, f"processes of the test SLURM had to be killed: {stragglers}"
         assert not left, f"processes of the test SLURM survived: {left}"
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    with running_cluster(nodes=1, cpus=2) as cluster:
+        yield cluster
 
 
 def job_processes(cluster: SlurmCluster, job_id: str) -> dict[int, str]:
@@ -138,7 +146,7 @@ def test_a_tiny_study_runs_to_completed_with_token_auth(slurm, tiny_semeval_dir,
     head = wait_for(lambda: (job_dir / "head").is_file() and (job_dir / "head").read_text().split(),
                     "the head's address", 180, slurm, job_id, output)
     url = f"http://127.0.0.1:{head[2]}/api/jobs/"
-    wait_for(lambda: "Ray nodes up" in text(output), "the Ray nodes", 300, slurm, job_id, output)
+    wait_for(lambda: "1 Ray node up" in text(output), "the Ray nodes", 300, slurm, job_id, output)
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(url, timeout=10)
     assert refused.value.code in (401, 403), refused.value
@@ -249,7 +257,7 @@ def test_near_the_time_limit_the_job_stops_its_study_and_ray_itself(slurm, tiny_
     args = study_args(tiny_semeval_dir, tiny_model_dir, shared, ["prompt_ki", "finetune"])
     args[args.index("--epochs") + 1] = "50"  # longer than the job may run
     job_id, output = submit(slurm, shared, args, "--time=2", "--signal=B:USR1@60")
-    wait_for(lambda: "Ray nodes up" in text(output), "the Ray nodes", 300, slurm, job_id, output)
+    wait_for(lambda: "1 Ray node up" in text(output), "the Ray nodes", 300, slurm, job_id, output)
     state = slurm.wait_ended(job_id, timeout=300)
     record = slurm.sacct(job_id)
     log = output.read_text(errors="replace")
@@ -260,3 +268,28 @@ def test_near_the_time_limit_the_job_stops_its_study_and_ray_itself(slurm, tiny_
     assert "the time limit is near, stopping" in log and f"job {job_id}: Ray stopped" in log
     assert not (shared / "slurm" / f"job-{job_id}" / "ray_auth_token").exists()
     assert not job_processes(slurm, job_id), job_processes(slurm, job_id)
+
+
+def test_on_two_nodes_a_worker_joins_the_head_and_trains_too(tiny_semeval_dir, tiny_model_dir, tmp_path):
+    """`--nodes=2`: the head on the batch node, a worker step on the other (two slurmd on this
+    machine), the study waits for both; one Ray Train worker per trial, 1 CPU per node, so
+    the two search trials that run at once run on different nodes."""
+    with running_cluster(nodes=2, cpus=1) as slurm:
+        shared = tmp_path / "shared"
+        shared.mkdir()
+        args = [*study_args(tiny_semeval_dir, tiny_model_dir, shared, ["prompt_ki"]), "--workers-per-trial", "1"]
+        job_id, output = submit(slurm, shared, args, "--nodes=2", "--cpus-per-task=1")
+        state = slurm.wait_ended(job_id, timeout=1500)
+        log = text(output)
+        print(f"{slurm.sacct(job_id)}\n{log[-1500:]}")
+        assert state == "COMPLETED", log[-6000:]
+        assert "2 Ray nodes up" in log and f"nodes {' '.join(slurm.nodes)}, head {slurm.nodes[0]}" in log
+        # (srun names the log after the host, here the same machine for both nodes)
+        worker_logs = list((shared / "slurm" / f"job-{job_id}").glob("ray-worker-*.log"))
+        assert len(worker_logs) == 1 and "Ray runtime started" in text(worker_logs[0]), worker_logs
+        _, parents, children = runs(shared / "mlflow.db")
+        assert len(children) == 3 and all(r.info.status == "FINISHED" for r in children)
+        nodes = {r.data.tags["cloce.trial_key"]: r.data.tags.get("node") for r in children}
+        print(f"trials per node: {nodes}")
+        assert set(nodes.values()) == set(slurm.nodes), nodes
+        assert not job_processes(slurm, job_id), job_processes(slurm, job_id)

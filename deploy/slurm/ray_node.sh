@@ -52,7 +52,7 @@ case $role in
       --resources="{\"trial_driver\": ${CLOCE_TRIAL_DRIVERS:-100}}" "${common[@]}"
     ;;
   worker)
-    for _ in $(seq 300); do [[ -s $CLOCE_JOB_DIR/head ]] && break; sleep 1; done
+    # Started by the batch script once the head is up (its address file written before).
     read -r head_ip head_gcs _ < "$CLOCE_JOB_DIR/head"
     exec "${ray[@]}" start --address="$head_ip:$head_gcs" "${common[@]}"
     ;;
