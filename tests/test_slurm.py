@@ -1,0 +1,295 @@
+"""The SLURM recipe (deploy/slurm/cloce_study.sbatch) on a real one-node SLURM started on this
+machine (tests/slurm_cluster.py: munged, slurmctld and slurmd on free ports, stopped by process
+id): a job starts a Ray head with token auth inside an `srun` step, submits a tiny study as a
+Ray job and ends COMPLETED in `sacct`, its MLflow runs and table in place, no secret written
+anywhere, no process of it left; a second job is cancelled mid-study (`scancel`), its Ray goes
+with it, and `--resume` in a new job finishes the study without running a trial twice; a third
+hears of its time limit (`--signal=B:USR1@60`) and stops its study and Ray before it.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import os
+import shutil
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.slurm_cluster import SlurmCluster, command_line, missing_slurm, new_root, process_environ
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "deploy" / "slurm" / "cloce_study.sbatch"
+
+pytestmark = [
+    pytest.mark.slow,  # a SLURM cluster, a Ray head and whole studies
+    pytest.mark.skipif(missing_slurm() is not None, reason=str(missing_slurm())),
+    pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc (Linux) to find the jobs' processes"),
+]
+
+
+@contextlib.contextmanager
+def running_cluster(**shape):
+    """A SLURM of its own, up for the `with` block; afterwards nothing of it may be left."""
+    root = new_root()
+    cluster = SlurmCluster(root, kill_wait_s=20, **shape)
+    try:
+        started = time.perf_counter()
+        cluster.start()
+        print(f"SLURM ({len(cluster.nodes)} node(s)) up in {time.perf_counter() - started:.1f} s under {root}")
+        yield cluster
+    finally:
+        stragglers = cluster.stop()
+        left = cluster.leftovers()
+        shutil.rmtree(root, ignore_errors=True)
+        assert not stragglers, f"processes of the test SLURM had to be killed: {stragglers}"
+        assert not left, f"processes of the test SLURM survived: {left}"
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    with running_cluster(nodes=1, cpus=2) as cluster:
+        yield cluster
+
+
+def job_processes(cluster: SlurmCluster, job_id: str) -> dict[int, str]:
+    """The job's processes (Ray's among them): they carry the job's id in their environment."""
+    mark = f"SLURM_JOB_ID={job_id}".encode()
+    return {pid: cmd for pid, cmd in cluster.leftovers().items() if mark in process_environ(pid).split(b"\0")}
+
+
+def environment(pid: int) -> dict[str, str]:
+    pairs = (item.decode(errors="replace").partition("=") for item in process_environ(pid).split(b"\0") if item)
+    return {name: value for name, _, value in pairs}
+
+
+def ray_processes(processes: dict[int, str]) -> dict[int, str]:
+    return {pid: cmd for pid, cmd in processes.items() if "ray" in cmd.lower()}
+
+
+def study_args(data_dir, model_dir, shared: Path, variants: list[str]) -> list[str]:
+    return [
+        "--data-dir", str(data_dir), "--model", str(model_dir), "--variants", *variants, "--ks", "2",
+        "--seeds", "1", "2", "--num-samples", "2", "--epochs", "1",
+        "--study-dir", str(shared / "study"), "--tracking-uri", f"sqlite:///{shared / 'mlflow.db'}",
+        "--storage-path", str(shared / "ray"),
+        "--set", "search.asha=false", "--set", "train.num_threads=1", "--set", "resources.checkpoint_every_s=0",
+    ]
+
+
+def submit(cluster: SlurmCluster, shared: Path, args: list[str], *options: str) -> tuple[str, Path]:
+    env = cluster.env() | {
+        "CLOCE_REPO": str(REPO), "CLOCE_PYTHON": sys.executable, "CLOCE_SHARED_DIR": str(shared / "slurm"),
+        "CLOCE_RAY_TMP": str(cluster.root / "ray"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    (cluster.root / "ray").mkdir(exist_ok=True)
+    for name in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE", "MLFLOW_TRACKING_URI"):
+        env.pop(name, None)
+    output = shared / "job-%j.out"
+    job_id = cluster.sbatch("--cpus-per-task=2", "--time=30", f"--output={output}", *options, str(RECIPE), *args,
+                            env=env, cwd=REPO)
+    return job_id, shared / f"job-{job_id}.out"
+
+
+def wait_for(condition, what: str, timeout: float, cluster: SlurmCluster, job_id: str, output: Path):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        if cluster.job_state(job_id) is None:
+            break
+        time.sleep(1)
+    tail = output.read_text(errors="replace")[-4000:] if output.exists() else "(no output)"
+    pytest.fail(f"{what}: not seen (job {job_id} {cluster.job_state(job_id)})\n{tail}")
+
+
+def text(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def runs(db: Path):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    experiment = client.get_experiment_by_name("cloce-quick")
+    found = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [r for r in found if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in found if "mlflow.parentRunId" in r.data.tags]
+    return client, parents, children
+
+
+def files_containing(root: Path, secret: bytes) -> list[str]:
+    return [str(p) for p in root.rglob("*") if p.is_file() and not p.is_symlink() and secret in p.read_bytes()]
+
+
+def test_a_tiny_study_runs_to_completed_with_token_auth(slurm, tiny_semeval_dir, tiny_model_dir, tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    started = time.perf_counter()
+    job_id, output = submit(slurm, shared, study_args(tiny_semeval_dir, tiny_model_dir, shared, ["prompt_ki"]))
+    job_dir = shared / "slurm" / f"job-{job_id}"
+
+    # While it runs: a token only its owner may read, and a head that refuses requests without it.
+    token_file = job_dir / "ray_auth_token"
+    wait_for(lambda: token_file.is_file() and token_file.stat().st_size, "the token file", 120, slurm, job_id, output)
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    assert job_dir.stat().st_mode & 0o777 == 0o700
+    token = token_file.read_bytes()
+    assert len(token) == 64
+    head = wait_for(lambda: (job_dir / "head").is_file() and (job_dir / "head").read_text().split(),
+                    "the head's address", 180, slurm, job_id, output)
+    url = f"http://127.0.0.1:{head[2]}/api/jobs/"
+    wait_for(lambda: "1 Ray node up" in text(output), "the Ray nodes", 300, slurm, job_id, output)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(url, timeout=10)
+    assert refused.value.code in (401, 403), refused.value
+    with urllib.request.urlopen(urllib.request.Request(url, headers={"Authorization": f"Bearer {token.decode()}"}),
+                                timeout=10) as answer:
+        assert answer.status == 200
+    running = ray_processes(job_processes(slurm, job_id))
+    assert any("raylet" in cmd for cmd in running.values()), running
+    # Ray's own processes, like everything the job runs, import this checkout.
+    raylet = next(pid for pid, cmd in running.items() if "raylet" in cmd)
+    assert environment(raylet).get("PYTHONPATH", "").split(":")[0] == str(REPO)
+    assert environment(raylet)["RAY_AUTH_MODE"] == "token" and "RAY_AUTH_TOKEN" not in environment(raylet)
+
+    state = slurm.wait_ended(job_id, timeout=1500)
+    seconds = time.perf_counter() - started
+    record = slurm.sacct(job_id)
+    print(f"job {job_id} ended in {seconds:.0f} s\n{record}")
+    log = output.read_text(errors="replace")
+    print(log[-3000:])
+    assert state == "COMPLETED", log[-6000:]
+    assert f"study cloce-slurm-{job_id} SUCCEEDED" in log
+    assert "| prompt_ki |" in log  # the study's table, printed by its driver
+
+    # Its MLflow runs and table.
+    client, parents, children = runs(shared / "mlflow.db")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    keys = sorted(r.data.tags["cloce.trial_key"] for r in children)
+    assert len(keys) == 3 and len(set(keys)) == 3, keys  # 2 search trials + seed 2's final
+    assert all(r.info.status == "FINISHED" for r in children)
+    table = Path(client.download_artifacts(parents[0].info.run_id, "results/fewshot_table.csv", str(tmp_path)))
+    rows = list(csv.DictReader(io.StringIO(table.read_text())))
+    assert [(r["variant"], r["K=2 seeds"]) for r in rows] == [("prompt_ki", "2/2")]
+    assert (shared / "study" / "tables" / "fewshot_table.md").is_file()
+
+    # No secret anywhere: not in the job's output, the Ray nodes' logs, the study dir, MLflow.
+    assert not token_file.exists(), "the token outlived its job"
+    assert token not in output.read_bytes()
+    ray_sessions = list((slurm.root / "ray").glob(f"ray-{job_id}-*"))  # the nodes' Ray logs
+    assert ray_sessions
+    for where in (job_dir, shared / "study", shared / "ray", *ray_sessions):
+        assert not files_containing(where, token), where
+    assert token not in (shared / "mlflow.db").read_bytes()
+    for run in [*parents, *children]:
+        assert token.decode() not in str(run.data.params) + str(run.data.tags)
+
+    # Nothing of the job is left: no Ray, no step, no batch script.
+    assert not job_processes(slurm, job_id), job_processes(slurm, job_id)
+
+
+def test_a_cancelled_study_takes_its_ray_along_and_resumes_in_a_new_job(slurm, tiny_semeval_dir, tiny_model_dir,
+                                                                         tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    args = study_args(tiny_semeval_dir, tiny_model_dir, shared, ["prompt_ki", "finetune"])
+    job_id, output = submit(slurm, shared, args)
+    # Mid-study: one cell finished (its ledger written), the other still training.
+    cells = shared / "study" / "cells"
+    finished = wait_for(lambda: sorted(cells.glob("*.json")) if cells.is_dir() else None, "a finished cell", 1200,
+                        slurm, job_id, output)
+    first_cell = finished[0].stem.split("-")[0]
+    running = ray_processes(job_processes(slurm, job_id))
+    assert any("raylet" in cmd for cmd in running.values()) and any("gcs_server" in cmd for cmd in running.values()), running
+    slurm.run("scancel", job_id)
+    cancelled_at = time.monotonic()
+    assert slurm.wait_ended(job_id, timeout=120) == "CANCELLED"
+    # SIGTERM reaches the batch script and the Ray step at once; SLURM's SIGKILL follows
+    # KillWait (20 s) later, but Ray should be gone before that.
+    while job_processes(slurm, job_id) and time.monotonic() - cancelled_at < 90:
+        time.sleep(1)
+    gone_after = time.monotonic() - cancelled_at
+    print(f"job {job_id} cancelled after cell {first_cell}; its processes gone {gone_after:.0f} s later\n"
+          f"{slurm.sacct(job_id)}")
+    assert not job_processes(slurm, job_id), job_processes(slurm, job_id)
+    assert not [pid for pid in running if Path(f"/proc/{pid}").exists() and command_line(pid) == running[pid]]
+    print(output.read_text(errors="replace")[-2000:])
+    _, _, before = runs(shared / "mlflow.db")
+    kept = {r.data.tags["cloce.trial_key"]: r.info.run_id for r in before
+            if f"/{first_cell}/" in r.data.tags["cloce.trial_key"]}
+    assert len(kept) == 3, kept
+
+    resumed_id, resumed_output = submit(slurm, shared, [*args, "--resume"])
+    state = slurm.wait_ended(resumed_id, timeout=1500)
+    log = resumed_output.read_text(errors="replace")
+    print(f"{slurm.sacct(resumed_id)}\n{log[-3000:]}")
+    assert state == "COMPLETED", log[-6000:]
+    assert f"[resume] {first_cell} K=2: already finished, not re-run" in log
+    client, parents, children = runs(shared / "mlflow.db")
+    assert len(parents) == 1
+    keys = sorted(r.data.tags["cloce.trial_key"] for r in children)
+    # The unfinished cell's saved Tune state is judged unreadable on resume (study/tune_state.py
+    # reads the pickled search_gen_state-*.json as JSON; docs/cluster.md, section 8): that cell
+    # starts over and its search trials that had finished run again as new trials.
+    torn = "Tune's saved state is unreadable" in log
+    other = [r for r in before if f"/{first_cell}/" not in r.data.tags["cloce.trial_key"]
+             and r.data.tags["cloce.trial_key"].startswith("search/")] if torn else []
+    assert len(keys) == 6 + len(other) and len(set(keys)) == len(keys), (keys, log[-4000:])
+    assert all(r.info.status == "FINISHED" for r in children), [(r.data.tags["cloce.trial_key"], r.info.status)
+                                                                for r in children]
+    assert kept == {r.data.tags["cloce.trial_key"]: r.info.run_id for r in children
+                    if f"/{first_cell}/" in r.data.tags["cloce.trial_key"]}
+    assert not job_processes(slurm, resumed_id)
+
+
+def test_near_the_time_limit_the_job_stops_its_study_and_ray_itself(slurm, tiny_semeval_dir, tiny_model_dir, tmp_path):
+    """`--signal=B:USR1@<s>`: the batch script hears of the time limit first and stops in order."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    args = study_args(tiny_semeval_dir, tiny_model_dir, shared, ["prompt_ki", "finetune"])
+    args[args.index("--epochs") + 1] = "50"  # longer than the job may run
+    job_id, output = submit(slurm, shared, args, "--time=2", "--signal=B:USR1@60")
+    wait_for(lambda: "1 Ray node up" in text(output), "the Ray nodes", 300, slurm, job_id, output)
+    state = slurm.wait_ended(job_id, timeout=300)
+    record = slurm.sacct(job_id)
+    log = output.read_text(errors="replace")
+    print(f"{record}\n{log[-1500:]}")
+    # It ended itself before the limit, with the exit code of its time-limit trap.
+    assert (state, slurm.run("sacct", "-c", "-n", "-P", "-j", job_id, "-o", "ExitCode").stdout.split()) == (
+        "FAILED", ["124:0"]), log[-4000:]
+    assert "the time limit is near, stopping" in log and f"job {job_id}: Ray stopped" in log
+    assert not (shared / "slurm" / f"job-{job_id}" / "ray_auth_token").exists()
+    assert not job_processes(slurm, job_id), job_processes(slurm, job_id)
+
+
+def test_on_two_nodes_a_worker_joins_the_head_and_trains_too(tiny_semeval_dir, tiny_model_dir, tmp_path):
+    """`--nodes=2`: the head on the batch node, a worker step on the other (two slurmd on this
+    machine), the study waits for both; one Ray Train worker per trial, 1 CPU per node, so
+    the two search trials that run at once run on different nodes."""
+    with running_cluster(nodes=2, cpus=1) as slurm:
+        shared = tmp_path / "shared"
+        shared.mkdir()
+        args = [*study_args(tiny_semeval_dir, tiny_model_dir, shared, ["prompt_ki"]), "--workers-per-trial", "1"]
+        job_id, output = submit(slurm, shared, args, "--nodes=2", "--cpus-per-task=1")
+        state = slurm.wait_ended(job_id, timeout=1500)
+        log = text(output)
+        print(f"{slurm.sacct(job_id)}\n{log[-1500:]}")
+        assert state == "COMPLETED", log[-6000:]
+        assert "2 Ray nodes up" in log and f"nodes {' '.join(slurm.nodes)}, head {slurm.nodes[0]}" in log
+        # (srun names the log after the host, here the same machine for both nodes)
+        worker_logs = list((shared / "slurm" / f"job-{job_id}").glob("ray-worker-*.log"))
+        assert len(worker_logs) == 1 and "Ray runtime started" in text(worker_logs[0]), worker_logs
+        _, parents, children = runs(shared / "mlflow.db")
+        assert len(children) == 3 and all(r.info.status == "FINISHED" for r in children)
+        nodes = {r.data.tags["cloce.trial_key"]: r.data.tags.get("node") for r in children}
+        print(f"trials per node: {nodes}")
+        assert set(nodes.values()) == set(slurm.nodes), nodes
+        assert not job_processes(slurm, job_id), job_processes(slurm, job_id)
