@@ -16,7 +16,7 @@ from benchmarks.common import timed
 from cloce.data.dataset import load_dataset
 from cloce.train import train
 from study import driver
-from study.config import load_study_config
+from study.config_file import load_study_config
 
 
 def study_on_ray_vs_in_process(seeds=(1, 2, 3), epochs: int = 4, k: int = 8, workers: int = 1,

@@ -68,7 +68,7 @@ def timed_part(part: str, wall_file: Path = WALL_TIME):
 def run_all(ks: list[int], tracking_uri: str | None, with_full: bool) -> None:
     from benchmarks.hf_peer import budget_from, run_peer
     from cloce.data.dataset import load_dataset
-    from study.config import load_study_config
+    from study.config_file import load_study_config
 
     study = load_study_config("semeval_results")
     config = study.train_config("finetune", ks[0], study.search.search_seed)

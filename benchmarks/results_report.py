@@ -70,7 +70,7 @@ def current(records: list[dict], experiment: str | None) -> list[dict]:
     """Only the records run under the experiment's present configuration (its fingerprint)."""
     if experiment is None:
         return records
-    from study.config import load_study_config
+    from study.config_file import load_study_config
 
     study = load_study_config(experiment)
     if study.train.get("sentence_markers") is None:  # left to the labels: decide as the study's driver does

@@ -24,7 +24,7 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from study.tables import Row, _finished_rows, _sorted_cells, k_label, to_markdown
+from study.tables import Row, finished_rows, k_label, sorted_cells, to_markdown
 
 RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
@@ -129,7 +129,7 @@ def comparison_seeds(rows: Sequence[Row], pairs: Sequence[tuple[str, str]],
     """One row per (variant, reference, K, seed) where both finished: their test micro-F1, the
     difference, and the bootstrap interval over test sentences (null, with a note, when a
     trial carries no per-sentence labels or the two were tested on different sentences)."""
-    done = {(r["variant"], r["k"], r["seed"]): r for r in _finished_rows(rows)
+    done = {(r["variant"], r["k"], r["seed"]): r for r in finished_rows(rows)
             if seeds is None or r["seed"] in set(seeds)}
     records = []
     for variant, reference in pairs:
@@ -176,7 +176,7 @@ def comparison_numbers(seed_rows: pl.DataFrame, variants: Sequence[str] | None =
               "t_statistic": pl.Float64, "p_value": pl.Float64, "bootstrapped_seeds": pl.Int64,
               "seeds_above_zero": pl.Int64, "seeds_below_zero": pl.Int64}
     frame = pl.DataFrame(records, schema=schema, orient="row") if records else pl.DataFrame(schema=schema)
-    return _sorted_cells(frame, variants, "reference")
+    return sorted_cells(frame, variants, "reference")
 
 
 def _points(value: float | None) -> str:
@@ -223,7 +223,7 @@ def comparison_frames(rows: Sequence[Row], variants: Sequence[str], seeds: Seque
     """(per-cell numbers, per-seed rows): the bootstrap runs here, so compute them once and
     hand them to `write_comparisons` and `comparison_display`."""
     seed_rows = comparison_seeds(rows, default_pairs(variants) if pairs is None else pairs, seeds)
-    seed_rows = _sorted_cells(seed_rows, variants, "reference", "seed")
+    seed_rows = sorted_cells(seed_rows, variants, "reference", "seed")
     return comparison_numbers(seed_rows, variants), seed_rows
 
 

@@ -274,9 +274,3 @@ def _plain(value):
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
-
-
-# The loading half lives in study/config_file.py; its entry points are importable from here too.
-from study.config_file import (  # noqa: E402,F401
-    EXPERIMENTS_DIR, available_experiments, experiment_path, load_study_config, parse_override,
-)

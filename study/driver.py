@@ -168,7 +168,8 @@ def attach_results(study: StudyConfig, finals: list[dict], study_dir: Path, uri:
     and the sampled K-shot ids on the parent run; per-seed and per-cell test F1 as its metrics."""
     from study.plots import plot_f1_vs_k, plot_learning_curves
     from study.comparisons import comparison_display, comparison_frames
-    from study.tables import fewshot_table, write_tables
+    from study.report_files import write_tables
+    from study.tables import fewshot_table
 
     out = study_dir / "tables"
     # Variant vs reference: paired t over seeds, bootstrap over sentences (comparisons.md).

@@ -20,7 +20,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from study.config import StudyConfigError, available_experiments, load_study_config, parse_override  # noqa: E402
+from study.config import StudyConfigError
+from study.config_file import available_experiments, load_study_config, parse_override  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

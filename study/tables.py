@@ -10,7 +10,7 @@ Input rows are plain dicts, one per trial, as the study system produces them::
      "test_labels": {"gold": [...], "pred": [...], "no_relation_id": 0}}  # per test sentence
 
 The paired comparisons of two variants (paired t over seeds, paired bootstrap over test
-sentences) are in study/comparisons.py; write_tables writes them too.
+sentences) are in study/comparisons.py; study/report_files.py writes both.
 
 Metrics are fractions; tables meant for reading show percent with one decimal, numeric
 frames (CSV) keep fractions. ``k == 0`` is the full training set, labelled "full".
@@ -80,7 +80,7 @@ def _scalar_series(name: str, values: list) -> pl.Series:
     return pl.Series(name, [None if v is None else str(v) for v in values], dtype=pl.String)
 
 
-def _finished_rows(rows: Sequence[Row]) -> list[Row]:
+def finished_rows(rows: Sequence[Row]) -> list[Row]:
     """Finished trials with a test score; a re-run of the same (variant, k, seed) keeps the last."""
     latest = {(row.get("variant"), row.get("k"), row.get("seed")): row for row in rows
               if row.get("status") == "FINISHED" and row.get("test_micro_f1") is not None}
@@ -88,10 +88,10 @@ def _finished_rows(rows: Sequence[Row]) -> list[Row]:
 
 
 def _finished(rows: Sequence[Row]) -> pl.DataFrame:
-    return trial_frame(_finished_rows(rows))
+    return trial_frame(finished_rows(rows))
 
 
-def _sorted_cells(frame: pl.DataFrame, variants: Sequence[str] | None, *extra: str) -> pl.DataFrame:
+def sorted_cells(frame: pl.DataFrame, variants: Sequence[str] | None, *extra: str) -> pl.DataFrame:
     """Variants in the given order (any others after them, by name), K ascending, "full" last."""
     rank = {variant: i for i, variant in enumerate(dict.fromkeys(variants or []))}
     return (
@@ -163,7 +163,7 @@ def fewshot_numbers(rows: Sequence[Row], variants: Sequence[str] | None = None) 
         pl.col("test_undirected_accuracy").mean().alias("test_undirected_accuracy_mean"),
         pl.col("best_epoch").cast(pl.Float64).mean().alias("best_epoch_mean"),
     )
-    return _sorted_cells(numbers, variants)
+    return sorted_cells(numbers, variants)
 
 
 # ---------------------------------------------------------------- Table 4 / Figure 3: epochs
@@ -173,7 +173,7 @@ def _epoch_rows(rows: Sequence[Row]) -> pl.DataFrame:
     records = [
         {"variant": row["variant"], "k": row["k"], "seed": row["seed"],
          **{name: entry.get(name) for name in ("epoch", "val_micro_f1", "train_loss", "cl_loss", "val_accuracy")}}
-        for row in _finished_rows(rows)
+        for row in finished_rows(rows)
         for entry in row.get("history") or []
         if entry.get("epoch") is not None and entry.get("val_micro_f1") is not None
     ]
@@ -191,7 +191,7 @@ def epoch_table(rows: Sequence[Row], variants: Sequence[str] | None = None) -> p
         pl.col("cl_loss").mean().alias("cl_loss_mean"),
         pl.col("val_accuracy").mean().alias("val_accuracy_mean"),  # Figure 3's measure
     )
-    return _sorted_cells(table, variants, "epoch")
+    return sorted_cells(table, variants, "epoch")
 
 
 def _seed_best_epoch(row: Row) -> int | None:
@@ -214,7 +214,7 @@ def best_epochs(rows: Sequence[Row], variants: Sequence[str] | None = None) -> p
         .select(*CELL, pl.col("epoch").alias("best_epoch"),
                 pl.col("val_micro_f1_mean").alias("best_val_micro_f1"))
     )
-    done = _finished_rows(rows)
+    done = finished_rows(rows)
     seed_best = pl.DataFrame(
         {"variant": [row["variant"] for row in done], "k": [row["k"] for row in done],
          "seed": [row["seed"] for row in done], "seed_best_epoch": [_seed_best_epoch(row) for row in done]},
@@ -231,7 +231,7 @@ def best_epochs(rows: Sequence[Row], variants: Sequence[str] | None = None) -> p
     joined = best.join(seed_best, on=CELL, how="left").select(
         *CELL, "n", "best_epoch", "best_val_micro_f1", "mean_seed_best_epoch", "std_seed_best_epoch",
         "min_seed_best_epoch", "max_seed_best_epoch", "seed_best_epochs")
-    return _sorted_cells(joined, variants)
+    return sorted_cells(joined, variants)
 
 
 def best_epochs_display(rows: Sequence[Row], variants: Sequence[str] | None = None) -> pl.DataFrame:
@@ -273,32 +273,3 @@ def to_markdown(df: pl.DataFrame) -> str:
              "| " + " | ".join("---" for _ in df.columns) + " |"]
     lines += ["| " + " | ".join(_markdown_cell(value) for value in row) + " |" for row in df.iter_rows()]
     return "\n".join(lines) + "\n"
-
-
-def write_tables(rows: Sequence[Row], variants: Sequence[str], ks: Sequence[int],
-                 seeds: Sequence[int], out_dir: str | Path, comparisons=None,
-                 kshot_sets: str | None = None) -> dict[str, Path]:
-    """Write every table under ``out_dir``; returns {file name: path}. `comparisons`: the
-    study's `comparison_frames`, when the caller needs them too (the bootstrap runs once).
-    `kshot_sets` names the K-shot sets: a column of the few-shot table, the first line of
-    every other markdown table."""
-    from study.comparisons import write_comparisons
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    fewshot = fewshot_table(rows, variants, ks, seeds, kshot_sets)
-    paths = {name: out / name for name in ("fewshot_table.md", "fewshot_table.csv", "fewshot_numbers.csv",
-                                           "epoch_table.csv", "best_epochs.md", "best_epochs.csv", "trials.csv")}
-    paths["fewshot_table.md"].write_text(to_markdown(fewshot), encoding="utf-8")
-    fewshot.write_csv(paths["fewshot_table.csv"])
-    fewshot_numbers(rows, variants).write_csv(paths["fewshot_numbers.csv"])
-    epoch_table(rows, variants).write_csv(paths["epoch_table.csv"])
-    paths["best_epochs.md"].write_text(to_markdown(best_epochs_display(rows, variants)), encoding="utf-8")
-    best_epochs(rows, variants).write_csv(paths["best_epochs.csv"])
-    trial_frame(rows).write_csv(paths["trials.csv"])
-    paths |= write_comparisons(rows, variants, seeds, out, frames=comparisons)  # paired t over seeds, bootstrap over sentences
-    if kshot_sets is not None:
-        for name, path in paths.items():
-            if name.endswith(".md") and name != "fewshot_table.md":
-                path.write_text(f"K-shot sets: {kshot_sets}\n\n" + path.read_text(encoding="utf-8"), encoding="utf-8")
-    return paths

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from study import driver, mlflow_ui, tracking
-from study.config import load_study_config
+from study.config_file import load_study_config
 from study.tables import fewshot_numbers, fewshot_table, to_markdown
 
 VARIANTS, KS, SEEDS = ("prompt_ki", "cloce_d"), (2, 4), (1, 2, 3)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from study.config import StudyConfigError, load_study_config
+from study.config import StudyConfigError
+from study.config_file import load_study_config
 from study.run_fewshot_grid import build_parser, main, overrides_from
 
 

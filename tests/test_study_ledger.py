@@ -85,7 +85,7 @@ def test_a_rerun_continues_from_the_results_file(tiny_semeval_dir, tiny_model_di
 
 
 def test_a_changed_experiment_does_not_reuse_old_records(tmp_path):
-    from study.config import load_study_config
+    from study.config_file import load_study_config
 
     base = decided(load_study_config("quick"))
     same = decided(load_study_config("quick", {"study.seeds": [1, 2], "train.num_threads": 2, "search.max_concurrent_trials": 1}))
@@ -105,7 +105,7 @@ def test_a_changed_experiment_does_not_reuse_old_records(tmp_path):
                                          {"train.fresh_head_init": "random"}, {"train.label_init": "role"},
                                          {"train.template": "role_of"}, {"train.mlm_adapt_head_only": True, "train.mlm_adapt_steps": 100}])
 def test_prompt_only_options_change_the_prompt_cells_only(prompt_only):
-    from study.config import load_study_config
+    from study.config_file import load_study_config
 
     base, adapted = decided(load_study_config("quick")), decided(load_study_config("quick", prompt_only))
     assert base.cell_fingerprint("finetune", 8) == adapted.cell_fingerprint("finetune", 8)
@@ -114,7 +114,7 @@ def test_prompt_only_options_change_the_prompt_cells_only(prompt_only):
 
 def test_how_the_trials_run_is_in_the_fingerprint_where_it_changes_numbers(monkeypatch):
     import cloce.runtime
-    from study.config import load_study_config
+    from study.config_file import load_study_config
 
     def fingerprint(native: bool = True, **overrides) -> str:
         monkeypatch.setattr(cloce.runtime, "bf16_native", lambda device_type: native)
@@ -133,7 +133,7 @@ def test_records_of_the_neutral_setup_keep_their_fingerprints(monkeypatch):
     from pathlib import Path
 
     import cloce.runtime
-    from study.config import load_study_config
+    from study.config_file import load_study_config
 
     monkeypatch.setattr(cloce.runtime, "bf16_native", lambda device_type: True)
     study = load_study_config("semeval_results")

@@ -51,7 +51,7 @@ margin = 0.5
 def test_a_cell_with_nothing_to_search_has_no_search_space_and_its_fixed_values_reach_the_trials(tmp_path):
     from ray.tune.search.sample import Float
 
-    from study.config import load_study_config
+    from study.config_file import load_study_config
     from study.stages import search_space
 
     path = tmp_path / "fixed.toml"

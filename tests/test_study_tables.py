@@ -13,8 +13,8 @@ from study.tables import (
     fewshot_table,
     to_markdown,
     trial_frame,
-    write_tables,
 )
+from study.report_files import write_tables
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
