@@ -103,7 +103,8 @@ def start_ray(address: str | None, num_cpus: int | None, offline: bool) -> None:
     )
 
 
-def run_study(study: StudyConfig, args) -> str:
+def run_study(study: StudyConfig, args, plugins=()) -> str:
+    """`plugins`: TrialPlugins every trial calls (study/trial_plugins.py); the study command passes none."""
     from study.progress import ProgressPrinter
     from study.stages import run_study_cells
     from study.tables import fewshot_table, to_markdown
@@ -128,7 +129,8 @@ def run_study(study: StudyConfig, args) -> str:
 
     start_ray(args.address, args.num_cpus, offline=study.model is None)
     storage = args.storage_path or str((study_dir / "train").resolve())
-    base = TrialContext(study, "search", "", 0, storage, uri, experiment_id, parent_id, local_runtime=not args.address)
+    base = TrialContext(study, "search", "", 0, storage, uri, experiment_id, parent_id, local_runtime=not args.address,
+                        plugins=tuple(plugins))
     try:
         finals = run_study_cells(study, base, study_dir, args.resume, [ProgressPrinter()], ledger)
     except BaseException:

@@ -33,6 +33,7 @@ class TrialContext:
     experiment_id: str
     parent_run_id: str
     local_runtime: bool = False  # the Ray runtime this study started itself (no cluster)
+    plugins: tuple = ()  # TrialPlugins (study/trial_plugins.py) every trial calls; the study command passes none
 
 
 def trial_key(stage: str, variant: str, k: int, seed: int, trial_id: str) -> str:
@@ -79,6 +80,7 @@ def run_trial(config: dict, context: TrialContext) -> None:
             "local_mode": local_mode,
             "run_name": run_name,
             "checkpoint_every_s": resources.checkpoint_every_s,
+            "plugins": context.plugins,
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=resources.workers_per_trial,

@@ -17,7 +17,7 @@ from cloce.runtime import Runtime, bf16_active
 from cloce.state import final_state, load_train_state, save_train_state
 from study import phases, tracking, warm
 from study.checkpointing import CheckpointSchedule
-from study.faults import TrialFaults
+from study.trial_plugins import TrialInfo
 
 FINAL_FILE = "final.json"
 
@@ -56,11 +56,12 @@ class RayEpochReporter:
     the trial's MLflow run."""
 
     def __init__(self, reports: RayReports, rank: int, tracking_uri: str | None, run_id: str | None,
-                 best_so_far: float, faults: TrialFaults | None = None, schedule: CheckpointSchedule | None = None):
+                 best_so_far: float, plugins=(), trial: TrialInfo | None = None,
+                 schedule: CheckpointSchedule | None = None):
         self.reports = reports
         self.schedule = schedule  # None: every epoch
         self.rank = rank
-        self.faults = faults
+        self.plugins, self.trial = plugins, trial  # study/trial_plugins.py
         self.tracking_uri = tracking_uri
         self.run_id = run_id
         self.best = best_so_far
@@ -69,8 +70,8 @@ class RayEpochReporter:
     def on_epoch_end(self, record, pipeline, is_best, snapshot) -> None:
         import ray.train
 
-        if self.faults:
-            self.faults.before_report(record.epoch, self.rank)
+        for plugin in self.plugins:
+            plugin.before_report(record.epoch, self.trial)
         self.best = max(self.best, record.val_micro_f1)
         metrics = record.metrics() | {"best_val_micro_f1": self.best, "epochs_done": record.epoch}
         if self.rank != 0:
@@ -106,18 +107,25 @@ def train_loop_per_worker(loop_config: dict) -> dict:
         phases.reset()  # a worker process of its own: its phases travel in the summary (worker_*)
     world_size, rank = reports.world_size_and_rank()
     train_config = TrainConfig.from_dict(loop_config["train"])
-    faults = TrialFaults(train_config.variant, train_config.seed, loop_config.get("run_name", "trial"))
+    plugins = tuple(loop_config.get("plugins") or ())
+    trial = TrialInfo(train_config.variant, train_config.seed, loop_config.get("run_name", "trial"), rank)
+
+    def plugged(model):
+        for plugin in plugins:
+            model = plugin.prepare_model(model, trial)
+        return model
+
     device = ray.train.torch.get_device()
     if reports.local_mode:
         # One worker, no process group: Ray's prepare_* would only move to the device (and
         # they read the Train context Ray refuses inside a Tune trial).
-        runtime = Runtime(device=device, prepare_model=lambda model: faults.prepare_model(model).to(device))
+        runtime = Runtime(device=device, prepare_model=lambda model: plugged(model).to(device))
     else:
         runtime = Runtime(
             device=device,
             # CLoCE-S's contrastive pass touches only the embeddings: DDP must allow unused parameters.
             prepare_model=lambda model: ray.train.torch.prepare_model(
-                faults.prepare_model(model), parallel_strategy_kwargs={"find_unused_parameters": True}
+                plugged(model), parallel_strategy_kwargs={"find_unused_parameters": True}
             ),
             # cloce's batch sampler gives each worker its share of the global batches: kept as is.
             prepare_loader=lambda loader: ray.train.torch.prepare_data_loader(loader, add_dist_sampler=False),
@@ -141,7 +149,7 @@ def train_loop_per_worker(loop_config: dict) -> dict:
     every_s = float(loop_config.get("checkpoint_every_s") or 0.0)
     schedule = CheckpointSchedule(every_s, train_config.epochs) if every_s > 0 else None
     reporter = RayEpochReporter(reports, runtime.rank, loop_config.get("tracking_uri"), loop_config.get("run_id"),
-                                best_so_far, faults, schedule)
+                                best_so_far, plugins, trial, schedule)
     # What changes the trial's numbers and is known only here (the driver's fingerprint can only
     # expect it: StudyConfig.cell_fingerprint); an attempt resumed elsewhere overwrites the tags.
     numbers_setup = {"bf16_active": int(bf16_active(device, train_config.bf16)), "world_size": runtime.world_size}

@@ -9,7 +9,7 @@ from collections import namedtuple
 import pytest
 
 from study import driver
-from study.run_fewshot_grid import main
+from study.cli import main
 
 REAL_START_RAY = driver.start_ray  # the autouse fixture below replaces it
 

@@ -6,7 +6,7 @@ import pytest
 
 from study.config import StudyConfigError
 from study.config_file import load_study_config
-from study.run_fewshot_grid import build_parser, main, overrides_from
+from study.cli import build_parser, main, overrides_from
 
 
 def study_from(*argv: str):

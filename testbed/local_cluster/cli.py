@@ -1,26 +1,21 @@
-"""The command line of the local cluster recipe: start the cluster (study/local_cluster.py),
-run the study with its faults and checks on it (study/chaos_study.py, on the tiny inputs of
-study/tiny_inputs.py), print what was measured, stop it.
+"""The command line of the local cluster recipe: start the cluster (testbed/local_cluster/cluster.py),
+run the study with its faults and checks on it (testbed/local_cluster/chaos_study.py, on the tiny inputs of
+testbed/tiny_inputs.py), print what was measured, stop it.
 
-    python -m study.local_cluster_cli demo           # start -> submit -> faults -> checks -> stop
-    python -m study.local_cluster_cli start          # start it and print its addresses (stays up)
-    python -m study.local_cluster_cli stop --root R  # stop what `start` started in R
+    python -m testbed.local_cluster demo           # start -> submit -> faults -> checks -> stop
+    python -m testbed.local_cluster start          # start it and print its addresses (stays up)
+    python -m testbed.local_cluster stop --root R  # stop what `start` started in R
     experiments/local_cluster.sh ...                 # the same
 """
 from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from study import local_cluster  # noqa: E402
-from study.chaos_study import StudyPlan, problems, run_chaos_study  # noqa: E402
-from study.local_cluster import LocalCluster  # noqa: E402
-from study.tiny_inputs import make_semeval_slice, make_tiny_model  # noqa: E402
+from testbed.local_cluster import cluster as local_cluster
+from testbed.local_cluster.chaos_study import StudyPlan, problems, run_chaos_study
+from testbed.local_cluster.cluster import LocalCluster
+from testbed.tiny_inputs import make_semeval_slice, make_tiny_model
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
           f"GCS              {cluster.gcs_address}   (ray.init(address=...))\n"
           f"MLflow           {cluster.tracking_uri}\nshared storage   {cluster.shared}", flush=True)
     if args.command == "start":
-        print(f"stop it with: python -m study.local_cluster_cli stop --root {cluster.root}")
+        print(f"stop it with: python -m testbed.local_cluster stop --root {cluster.root}")
         return 0
     code = 1
     try:
@@ -77,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             print("cluster stopped" + (f"; survivors: {survivors}" if survivors else " (no process left)"))
         else:
             cluster.save()
-            print(f"left running: python -m study.local_cluster_cli stop --root {cluster.root}")
+            print(f"left running: python -m testbed.local_cluster stop --root {cluster.root}")
     return code
 
 
@@ -97,6 +92,3 @@ def print_report(report: dict) -> None:
     print(f"placement groups after the study: {report['placement_groups']}; resources held: {report['resources_held']}; "
           f"alive nodes: {report['alive_nodes']}")
 
-
-if __name__ == "__main__":
-    sys.exit(main())

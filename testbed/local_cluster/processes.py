@@ -1,4 +1,4 @@
-"""Processes and ports of the local cluster (study/local_cluster.py), by process id only: free
+"""Processes and ports of the local cluster (testbed/local_cluster/cluster.py), by process id only: free
 ports, the one environment every node and client shares, the processes a process group (or a
 directory) owns and stopping them, and waiting for a server to answer over HTTP. Never
 `ray stop` (it kills every Ray process on the machine).

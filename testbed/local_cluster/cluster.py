@@ -13,8 +13,8 @@ Every process is stopped by process id: each `ray start` / `mlflow server` runs 
 of its own, and stop() signals that process group plus any process whose command line or
 working directory lies under that node's temp dir, and their descendants. Never `ray stop`
 (it kills every Ray process on the machine). tests/test_local_cluster.py runs the same code.
-The process helpers are in study/processes.py; the study, its faults and checks in
-study/chaos_study.py; the command line (demo, start, stop) in study/local_cluster_cli.py.
+The process helpers are in testbed/local_cluster/processes.py; the study, its faults and checks in
+testbed/local_cluster/chaos_study.py; the command line (demo, start, stop) in testbed/local_cluster/cli.py.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from study.processes import (
+from testbed.local_cluster.processes import (
     cluster_env, free_ports, own_processes, ray_cli, stable_port, stop_processes, wait_http,
 )
 

@@ -1,7 +1,9 @@
 """Injected faults: how the reliability tests (and a chaos run on a real cluster) make a trial
-die, raise or diverge on purpose, through the same code paths a real fault takes.
+die, raise or diverge on purpose, through the same code paths a real fault takes. They are a
+`TrialPlugin` (study/trial_plugins.py) the caller passes to the study, never part of it:
+`python -m testbed.faulty_study ARGS` is the study command with `CLOCE_FAULTS`'s faults plugged in.
 
-`CLOCE_FAULTS` (environment of the trial workers) holds `;`-separated faults:
+`CLOCE_FAULTS` (environment of that command) holds `;`-separated faults:
 
     kill=VARIANT:SEED:EPOCH   the rank-0 worker SIGKILLs itself once EPOCH is trained, before
                               reporting it (the epoch's work is lost), once per trial: Ray Train
@@ -13,8 +15,7 @@ die, raise or diverge on purpose, through the same code paths a real fault takes
                               kill a node or stop the tracking server mid-trial
 
 VARIANT and SEED may be `*` (every variant, every seed). `kill` remembers that it fired in
-`CLOCE_FAULTS_DIR` (default: the system temp dir), so the restarted worker trains on. Unset,
-nothing here runs.
+`CLOCE_FAULTS_DIR` (default: the system temp dir), so the restarted worker trains on.
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from study.trial_plugins import TrialInfo, TrialPlugin
 
 ENV, DIR_ENV = "CLOCE_FAULTS", "CLOCE_FAULTS_DIR"
 
@@ -58,34 +61,40 @@ def parse_faults(text: str) -> list[Fault]:
     return faults
 
 
-class TrialFaults:
-    """The faults of one trial (variant, seed), as its worker applies them."""
+class FaultInjector(TrialPlugin):
+    """The faults of a study, applied in each trial they name (variant, seed)."""
 
-    def __init__(self, variant: str, seed: int, trial_name: str, text: str | None = None):
-        text = os.environ.get(ENV, "") if text is None else text
-        self.faults = [f for f in parse_faults(text) if f.applies(variant, seed)]
-        self.marker_dir = Path(os.environ.get(DIR_ENV) or tempfile.gettempdir())
-        self.trial_name = trial_name
+    def __init__(self, text: str, marker_dir: str | Path | None = None):
+        self.faults = parse_faults(text)
+        self.marker_dir = str(marker_dir or tempfile.gettempdir())
 
-    def prepare_model(self, model):
+    @classmethod
+    def from_env(cls) -> "FaultInjector":
+        return cls(os.environ.get(ENV, ""), os.environ.get(DIR_ENV))
+
+    def _of(self, trial: TrialInfo) -> list[Fault]:
+        return [f for f in self.faults if f.applies(trial.variant, trial.seed)]
+
+    def prepare_model(self, model, trial: TrialInfo):
         """Before training: raise, or make every forward output NaN."""
-        for fault in self.faults:
+        for fault in self._of(trial):
             if fault.kind == "raise":
-                raise InjectedFault(f"injected failure ({ENV}) in trial {self.trial_name}")
+                raise InjectedFault(f"injected failure ({ENV}) in trial {trial.name}")
             if fault.kind == "nan":
                 model.register_forward_hook(lambda module, inputs, output: output * float("nan"))
         return model
 
-    def before_report(self, epoch: int, rank: int) -> None:
+    def before_report(self, epoch: int, trial: TrialInfo) -> None:
         """When EPOCH is trained but not reported: the rank-0 worker dies as a killed process
         does, once; its last registered checkpoint is EPOCH - 1's. A slow fault sleeps first."""
-        for fault in self.faults:
-            if fault.kind == "slow" and rank == 0:
+        faults = self._of(trial)
+        for fault in faults:
+            if fault.kind == "slow" and trial.rank == 0:
                 time.sleep(fault.seconds)
-        for fault in self.faults:
-            if fault.kind != "kill" or fault.epoch != epoch or rank != 0:
+        for fault in faults:
+            if fault.kind != "kill" or fault.epoch != epoch or trial.rank != 0:
                 continue
-            marker = self.marker_dir / f"cloce-fault-{self.trial_name}-kill{epoch}"
+            marker = Path(self.marker_dir) / f"cloce-fault-{trial.name}-kill{epoch}"
             if marker.exists():
                 continue
             marker.write_text(str(os.getpid()))

@@ -1,7 +1,7 @@
-"""The small study run on the local cluster (study/local_cluster.py), with its faults: the
+"""The small study run on the local cluster (testbed/local_cluster/cluster.py), with its faults: the
 plan submitted with `ray job submit`, the job's status and logs, its MLflow child runs, the
 fault schedule (a lost node, a tracking server restart), and what was measured and checked
-afterwards. The tiny model and SemEval slice it trains on are made in study/tiny_inputs.py.
+afterwards. The tiny model and SemEval slice it trains on are made in testbed/tiny_inputs.py.
 """
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from study.local_cluster import LocalCluster
-from study.processes import cluster_env, ray_cli
+from testbed.local_cluster.cluster import LocalCluster
+from testbed.local_cluster.processes import cluster_env, ray_cli
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # Bulky or local-only paths never travel with the job (Ray also honours .gitignore).
 UPLOAD_EXCLUDES = [
     ".git", "runs/", "outputs/", "mlruns/", "mlflow.db", "ray_results/", "shared/",
@@ -46,7 +46,7 @@ class StudyPlan:
 
     def args(self, cluster: LocalCluster) -> list[str]:
         return [
-            "python", "study/run_fewshot_grid.py", "--experiment", "quick",
+            "python", "-m", "testbed.faulty_study", "--experiment", "quick",
             "--variants", *self.variants, "--ks", "2", "--seeds", "1", "2", "--num-samples", "2",
             "--epochs", str(self.epochs), "--workers-per-trial", str(self.workers_per_trial),
             "--model", self.model, "--data-dir", self.data_dir,
