@@ -99,7 +99,7 @@ PROGRESS = re.compile(r"^\[\s*([0-9.]+)s\] (start|done|FAILED)\s+(?:\S+/)?([0-9a
 
 
 def progress_spans(stdout: str) -> list[tuple[float, float]]:
-    """(start, end) of every trial from the study's progress lines (study/progress.py); a
+    """(start, end) of every trial from the study's progress lines (study/driver/progress.py); a
     trial Tune restarts after a failure starts again, so spans run from its first start."""
     started, spans = {}, []
     for line in stdout.splitlines():

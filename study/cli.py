@@ -21,8 +21,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from study.config import StudyConfigError
-from study.config_file import available_experiments, load_study_config, parse_override
+from study.configuration.study_config import StudyConfigError
+from study.configuration.study_file import available_experiments, load_study_config, parse_override
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--study-dir", help="where ledgers, Ray results and tables go (default: runs/<experiment>)")
     parser.add_argument("--resume", action="store_true", help="continue the interrupted study in --study-dir")
     parser.add_argument("--results-file", help="a JSONL file of finished trials: written as each ends, and what "
-                        "it holds is not run again (continue a long study anywhere; see study/ledger.py)")
+                        "it holds is not run again (continue a long study anywhere; see study/driver/ledger.py)")
     parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
                         help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray runtime)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
@@ -85,14 +85,14 @@ def absolute_if_local(path: str | None) -> str | None:
 
 
 def main(argv: list[str] | None = None, plugins: Sequence = ()) -> int:
-    """`plugins`: TrialPlugins for every trial (study/trial_plugins.py); the command passes none."""
+    """`plugins`: TrialPlugins for every trial (study/trial/plugins.py); the command passes none."""
     args = build_parser().parse_args(argv)
     try:
         study = load_study_config(args.experiment, overrides_from(args))
     except StudyConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from study.driver import StudyError, run_study
+    from study.driver.study_run import StudyError, run_study
 
     started = time.perf_counter()
     try:

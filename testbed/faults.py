@@ -1,6 +1,6 @@
 """Injected faults: how the reliability tests (and a chaos run on a real cluster) make a trial
 die, raise or diverge on purpose, through the same code paths a real fault takes. They are a
-`TrialPlugin` (study/trial_plugins.py) the caller passes to the study, never part of it:
+`TrialPlugin` (study/trial/plugins.py) the caller passes to the study, never part of it:
 `python -m testbed.faulty_study ARGS` is the study command with `CLOCE_FAULTS`'s faults plugged in.
 
 `CLOCE_FAULTS` (environment of that command) holds `;`-separated faults:
@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from study.trial_plugins import TrialInfo, TrialPlugin
+from study.trial.plugins import TrialInfo, TrialPlugin
 
 ENV, DIR_ENV = "CLOCE_FAULTS", "CLOCE_FAULTS_DIR"
 

@@ -2,7 +2,7 @@
 and what a typo says."""
 import pytest
 
-from study.trial_plugins import TrialInfo
+from study.trial.plugins import TrialInfo
 from testbed.faults import Fault, FaultInjector, parse_faults
 
 

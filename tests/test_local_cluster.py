@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from study import tracking, tracking_retry
+from study.tracking import runs as tracking
+from study.tracking import retry as tracking_retry
 
 
 def missing_cluster_tools() -> str | None:
@@ -195,7 +196,7 @@ def test_a_real_unreachable_server_is_waited_for_then_named(monkeypatch, tmp_pat
 
 
 def test_the_slow_fault_applies_to_every_variant_and_seed():
-    from study.trial_plugins import TrialInfo
+    from study.trial.plugins import TrialInfo
     from testbed.faults import FaultInjector
 
     faults = FaultInjector("slow=*:*:0.5")

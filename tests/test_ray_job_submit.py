@@ -166,7 +166,7 @@ def ray_head():
 def test_the_study_runs_as_a_ray_job_from_the_uploaded_working_dir(ray_head):
     """One job (a head is slow to start, a job slow to submit): the entry point runs as a
     script (`--help`), then the project imports from the copy Ray unpacked on the node."""
-    code = ("import sys, cloce, study.driver; print('imports ok'); print('cloce from', cloce.__file__); "
+    code = ("import sys, cloce, study.driver.study_run; print('imports ok'); print('cloce from', cloce.__file__); "
             "print('python', sys.executable); from study.cli import build_parser; "
             "print('study address', build_parser().parse_args([]).address)")
     python = shlex.quote(sys.executable)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from study.config import StudyConfigError
-from study.config_file import load_study_config
+from study.configuration.study_config import StudyConfigError
+from study.configuration.study_file import load_study_config
 from study.cli import build_parser, main, overrides_from
 
 

@@ -152,7 +152,7 @@ class LocalCluster:
             "--head", f"--port={ports['gcs']}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
             f"--dashboard-port={ports['dashboard']}", *client,
             # No CPUs: training lands on the workers. `trial_driver`: the Tune trial drivers
-            # (study/stages.py: trial_resources) and, next to them, the Ray Train controllers.
+            # (study/driver/cells.py: trial_resources) and, next to them, the Ray Train controllers.
             "--num-cpus=0", '--resources={"trial_driver": 100}',
         ], ports)
         wait_http(f"{self.dashboard_url}/api/version", timeout=120)

@@ -1,5 +1,5 @@
 """Reading a study file: TOML (+ CLI overrides) into a validated `StudyConfig`, every problem
-of the file reported at once, each naming the file and the dotted key (study/config.py has
+of the file reported at once, each naming the file and the dotted key (study/configuration/study_config.py has
 the sections and what each key means)."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Literal, Union, get_args, get_origin, get_type_hints
 
 from cloce.config import ConfigError, TrainConfig
 from cloce.variants import VARIANTS
-from study.config import (
+from study.configuration.study_config import (
     CONTRASTIVE_VARIANTS, DEFAULT_SPACES, LOG_UNIFORM, MARGIN_BOUNDS, REPO_ROOT, SET_BY_STUDY, VARIANT_PARAMETERS,
     ResourcesConfig,
     SearchConfig, SearchSpace, StudyConfig, StudyConfigError,

@@ -24,7 +24,7 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from study.tables import Row, finished_rows, k_label, sorted_cells, to_markdown
+from study.reporting.tables import Row, finished_rows, k_label, sorted_cells, to_markdown
 
 RESAMPLES = 1000
 BOOTSTRAP_SEED = 0

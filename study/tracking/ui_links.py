@@ -2,7 +2,7 @@
 a run and of an experiment's runs table in its machine-learning view. Pure: nothing is contacted."""
 from __future__ import annotations
 
-from study.tracking_retry import is_remote
+from study.tracking.retry import is_remote
 
 # MLflow 3's UI opens an experiment on its GenAI overview (traces, tokens: empty here); this
 # query parameter opens its machine-learning view (runs, metrics, artifacts) instead. Read from

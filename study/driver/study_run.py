@@ -7,9 +7,10 @@ import os
 import time
 from pathlib import Path
 
-from study import mlflow_ui, tracking
-from study.config import StudyConfig
-from study.trial import TrialContext
+from study.tracking import ui_links as mlflow_ui
+from study.tracking import runs as tracking
+from study.configuration.study_config import StudyConfig
+from study.trial.trainable import TrialContext
 
 
 # Every trial keeps its last epoch's checkpoint (weights + optimiser state, 260 MiB for MiniLM):
@@ -70,7 +71,7 @@ FAST_TRIAL_ENV = {
     "RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION": "0",
     "RAY_USAGE_STATS_ENABLED": "0",
     # Tune's new console output crashes on a failed trial in Ray 2.60 (its start time is reset
-    # to None, then formatted): the legacy reporter, silent at verbose=0; study/progress.py prints.
+    # to None, then formatted): the legacy reporter, silent at verbose=0; study/driver/progress.py prints.
     "RAY_AIR_NEW_OUTPUT": "0",
     # Keeping one checkpoint per trial (num_to_keep=1) makes Tune snapshot the experiment state
     # on every report and print a bottleneck warning each time; a cell's state is a few kB.
@@ -96,7 +97,7 @@ def start_ray(address: str | None, num_cpus: int | None, offline: bool) -> None:
         num_cpus=num_cpus or os.cpu_count(),
         include_dashboard=False,
         dashboard_host="127.0.0.1",  # should a user turn the dashboard on: this machine only
-        resources={"trial_driver": 1000},  # Tune trial drivers reserve one each (study/stages.py)
+        resources={"trial_driver": 1000},  # Tune trial drivers reserve one each (study/driver/cells.py)
         runtime_env={"env_vars": env},
         log_to_driver=False,
         configure_logging=False,
@@ -104,10 +105,10 @@ def start_ray(address: str | None, num_cpus: int | None, offline: bool) -> None:
 
 
 def run_study(study: StudyConfig, args, plugins=()) -> str:
-    """`plugins`: TrialPlugins every trial calls (study/trial_plugins.py); the study command passes none."""
-    from study.progress import ProgressPrinter
-    from study.stages import run_study_cells
-    from study.tables import fewshot_table, to_markdown
+    """`plugins`: TrialPlugins every trial calls (study/trial/plugins.py); the study command passes none."""
+    from study.driver.progress import ProgressPrinter
+    from study.driver.cells import run_study_cells
+    from study.reporting.tables import fewshot_table, to_markdown
 
     study_dir = choose_study_dir(study, args.study_dir, args.resume)
     if args.address and not (args.study_dir and args.tracking_uri and args.storage_path):
@@ -149,11 +150,11 @@ def run_study(study: StudyConfig, args, plugins=()) -> str:
 
 
 def open_ledger(path: str | None):
-    """The results file of finished trials (study/ledger.py), checked before Ray starts."""
+    """The results file of finished trials (study/driver/ledger.py), checked before Ray starts."""
     if not path:
         return None
     from cloce.run import check_writable
-    from study.ledger import TrialLedger
+    from study.driver.ledger import TrialLedger
 
     try:
         check_writable(Path(path).parent)
@@ -168,10 +169,10 @@ def open_ledger(path: str | None):
 def attach_results(study: StudyConfig, finals: list[dict], study_dir: Path, uri: str, parent_id: str) -> None:
     """Tables (markdown + CSV, and the few-shot table as an MLflow table), plots, chosen configs
     and the sampled K-shot ids on the parent run; per-seed and per-cell test F1 as its metrics."""
-    from study.plots import plot_f1_vs_k, plot_learning_curves
-    from study.comparisons import comparison_display, comparison_frames
-    from study.report_files import write_tables
-    from study.tables import fewshot_table
+    from study.reporting.plots import plot_f1_vs_k, plot_learning_curves
+    from study.reporting.comparisons import comparison_display, comparison_frames
+    from study.reporting.files import write_tables
+    from study.reporting.tables import fewshot_table
 
     out = study_dir / "tables"
     # Variant vs reference: paired t over seeds, bootstrap over sentences (comparisons.md).
@@ -205,7 +206,7 @@ def cell_metrics(finals: list[dict], variants, seeds) -> dict[str, float]:
     study's seeds that finished: the few-shot table's numbers), the same for SemEval macro-F1
     where there is one, and `<variant>_K<k>_seeds` (how many finished). K0 is the full training
     set. A std of one seed, or a cell with no finished seed, is not logged."""
-    from study.tables import fewshot_numbers
+    from study.reporting.tables import fewshot_numbers
 
     expected = set(seeds)
     numbers = fewshot_numbers([r for r in finals if r.get("seed") in expected], variants)

@@ -49,7 +49,7 @@ LOG_UNIFORM = ("lr", "cl_lr", "virtual_lr")  # searched on a log scale; margin i
 # Which variants have which search parameter beside lr (the others' [spaces] allow lr only).
 VARIANT_PARAMETERS = {name: ("cl_lr", "margin") if v.contrastive != "none" else ("virtual_lr",) if v.head == "knowprompt" else ()
                       for name, v in VARIANTS.items()}
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 # TrainConfig fields a trial gets from the study itself, never from [train].
 SET_BY_STUDY = {"variant": "study.variants", "k": "study.ks", "seed": "study.seeds", "model": "study.model"}
 
@@ -71,7 +71,7 @@ class SearchSpace:
     cl_lr: tuple[float, float] | float | None = None  # contrastive lr, log-uniform (cloce_s / cloce_d)
     margin: tuple[float, float] | float | None = None  # uniform (cloce_s / cloce_d)
     virtual_lr: tuple[float, float] | float | None = None  # knowprompt's virtual words, log-uniform; None: [train]'s
-    # Not searched: the lr chosen for this variant's cell at the same K (study.stages.run_cell_stages).
+    # Not searched: the lr chosen for this variant's cell at the same K (study.driver.cells.run_cell_stages).
     lr_from: str | None = None
 
 
@@ -80,7 +80,7 @@ class SearchConfig:
     num_samples: int  # Optuna trials per (variant, K) cell
     search_seed: int = 1  # K-shot sample seed of stage 1, and the Optuna sampler seed
     # Trials of one cell at a time, each stage; 0: all of them (every cell runs at once anyway:
-    # study/pool.py). 1 makes TPE past its random start-up independent of completion order.
+    # study/driver/pool.py). 1 makes TPE past its random start-up independent of completion order.
     max_concurrent_trials: int = 0
     asha: bool = False
     grace_period: int = 1  # epochs before ASHA may stop a trial
@@ -99,7 +99,7 @@ class ResourcesConfig:
     max_running_trials: int = 0  # trials of the whole study at once; 0: as many as the cluster holds
     cells_in_parallel: bool = True  # False: one (variant, K) cell after another, as before the pool
     # A trial checkpoints its last epoch, and an earlier one only when waiting for the next epoch
-    # would leave more than this many seconds of training unsaved (study/checkpointing.py): a
+    # would leave more than this many seconds of training unsaved (study/trial/checkpoint_schedule.py): a
     # killed trial loses at most this much. 0: every epoch. Changes no number.
     checkpoint_every_s: float = 0.0
 

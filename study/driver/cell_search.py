@@ -8,7 +8,7 @@ stood idle (a one-off probe of benchmark 7's study: benchmarks/readings.md, 7).
 
 What each stage chooses is unchanged: the search is the cell's own seeded Optuna searcher,
 and the choice is `best_record` over the search's records, as the tables read it. With ASHA
-the trial processes are not reused (a stopped trial must lose its process: study/stages.py),
+the trial processes are not reused (a stopped trial must lose its process: study/driver/cells.py),
 so there the gain is only that no second Tuner starts.
 """
 from __future__ import annotations
@@ -25,8 +25,8 @@ from ray.tune import Callback
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
-from study.pool import limiter_named
-from study.trial import trial_record
+from study.driver.pool import limiter_named
+from study.trial.trainable import trial_record
 
 OBJECTIVE, MODE = "best_val_micro_f1", "max"
 

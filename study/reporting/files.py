@@ -1,12 +1,12 @@
 """Every table of a study, written into its tables folder: the result tables
-(study/tables.py) and the paired comparisons (study/comparisons.py)."""
+(study/reporting/tables.py) and the paired comparisons (study/reporting/comparisons.py)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
-from study.comparisons import write_comparisons
-from study.tables import (
+from study.reporting.comparisons import write_comparisons
+from study.reporting.tables import (
     Row, best_epochs, best_epochs_display, epoch_table, fewshot_numbers, fewshot_table, to_markdown, trial_frame,
 )
 

@@ -10,7 +10,7 @@ Input rows are plain dicts, one per trial, as the study system produces them::
      "test_labels": {"gold": [...], "pred": [...], "no_relation_id": 0}}  # per test sentence
 
 The paired comparisons of two variants (paired t over seeds, paired bootstrap over test
-sentences) are in study/comparisons.py; study/report_files.py writes both.
+sentences) are in study/reporting/comparisons.py; study/reporting/files.py writes both.
 
 Metrics are fractions; tables meant for reading show percent with one decimal, numeric
 frames (CSV) keep fractions. ``k == 0`` is the full training set, labelled "full".

@@ -15,7 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from study.tables import epoch_table, fewshot_numbers, k_label
+from study.reporting.tables import epoch_table, fewshot_numbers, k_label
 
 Row = Mapping[str, object]
 

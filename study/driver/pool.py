@@ -16,7 +16,7 @@ Limits, from the inside out:
   `StudySlots` before it suggests a trial;
 - a cell that takes another cell's lr (`spaces.<variant>.lr = "<source>"`) waits for that
   cell's search only; its neighbours never wait. A cell's final seeds follow its search in
-  the same Tuner (study/cell_search.py).
+  the same Tuner (study/driver/cell_search.py).
 """
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ def no_idle_trial_actors(enabled: bool) -> Iterator[None]:
         tune_controller._ObjectCache = keeping
 
 
-# The limiter a cell's Tuner really uses, by its searcher's publisher name (study/cell_search.py).
+# The limiter a cell's Tuner really uses, by its searcher's publisher name (study/driver/cell_search.py).
 _LIMITERS: dict[str, "CellLimiter"] = {}
 
 

@@ -6,13 +6,13 @@ before one is created. Everything goes through `MlflowClient` with explicit run 
 no process-global "active run", so the driver and a trial's rank-0 worker never collide.
 
 A tracking server that is down (restarted, overloaded) is waited for: every call below
-retries (study/tracking_retry.py: `retrying`), then raises `TrackingUnavailable`. A trial's
+retries (study/tracking/retry.py: `retrying`), then raises `TrackingUnavailable`. A trial's
 rank-0 worker logs each epoch before it reports that epoch's checkpoint, so a trial that
 gives up fails with that reason and is retried from the previous checkpoint, logging the
 epoch again: a run is never silently missing metrics. Each call is safe to repeat: a run is
 looked up by its key before one is created, a metric keeps the timestamp of its first try
 (MLflow stores an identical metric once), tags, params and artifacts are overwritten with
-the same value. The links to a study in the MLflow UI are in study/mlflow_ui.py.
+the same value. The links to a study in the MLflow UI are in study/tracking/ui_links.py.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from study.tracking_retry import _MLFLOW_HTTP_RETRY_ENV, is_remote, retrying
+from study.tracking.retry import _MLFLOW_HTTP_RETRY_ENV, is_remote, retrying
 
 STUDY_TAG = "cloce.study_key"
 TRIAL_TAG = "cloce.trial_key"

@@ -1,6 +1,6 @@
 """The study's two stages, one Ray Tune run per (variant, K) cell; every cell at once
-(study/pool.py says how the cells share the cluster, and why one Tuner per cell;
-study/cell_search.py why both stages share it).
+(study/driver/pool.py says how the cells share the cluster, and why one Tuner per cell;
+study/driver/cell_search.py why both stages share it).
 
 Stage 1 (search): `OptunaSearch` (TPE) over lr, contrastive lr and margin on the search
 seed; objective = best val micro-F1. Optuna refuses grid_search, so variant and K are
@@ -21,17 +21,17 @@ import traceback
 from dataclasses import replace
 from pathlib import Path
 
-from study import tracking
-from study.cleanup import discard_finished_checkpoints
-from study.tune_state import set_aside, unreadable_tune_state
-from study.config import CONTRASTIVE_VARIANTS, LOG_UNIFORM, StudyConfig
-from study.cell_search import (
+from study.tracking import runs as tracking
+from study.trial.checkpoint_cleanup import discard_finished_checkpoints
+from study.driver.tune_state import set_aside, unreadable_tune_state
+from study.configuration.study_config import CONTRASTIVE_VARIANTS, LOG_UNIFORM, StudyConfig
+from study.driver.cell_search import (
     MODE, OBJECTIVE, CellSearcher, CellSearchSync, SearchOnlyASHA, best_record, config_key, fixed_config,
     register_publisher, search_failed, stands_as_final,
 )
-from study.ledger import LedgerWriter, TrialLedger
-from study.pool import CellLimiter, CellRunner, no_idle_trial_actors, register_slots
-from study.trial import TrialContext, run_trial, trial_record
+from study.driver.ledger import LedgerWriter, TrialLedger
+from study.driver.pool import CellLimiter, CellRunner, no_idle_trial_actors, register_slots
+from study.trial.trainable import TrialContext, run_trial, trial_record
 
 
 def cell_name(stage: str, variant: str, k: int) -> str:
@@ -165,7 +165,7 @@ def cell_limit(study: StudyConfig, trials: int) -> int:
 def run_cell_stages(study: StudyConfig, context: TrialContext, tune_dir: str, resume: bool, callbacks,
                     ledger: TrialLedger | None = None, fixed: dict | None = None, slots: str = "",
                     publisher: str = "") -> tuple[dict, list[dict], list[dict]]:
-    """Both stages of one cell in one Tuner (study/cell_search.py says why): (the chosen
+    """Both stages of one cell in one Tuner (study/driver/cell_search.py says why): (the chosen
     hyper-parameters, the search's records, the final records). Trials already in the ledger
     are told to Optuna as evaluated, or stand as final runs; only the rest run. The search
     seed's run of the chosen config stands as that seed's final run when it trained every

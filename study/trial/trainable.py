@@ -12,10 +12,12 @@ import re
 import traceback
 from dataclasses import dataclass
 
-from study import phases, tracking, tracking_retry
-from study.cleanup import discard_checkpoint
-from study.config import StudyConfig
-from study.worker import read_final, train_loop_per_worker
+from study.trial import phases
+from study.tracking import runs as tracking
+from study.tracking import retry as tracking_retry
+from study.trial.checkpoint_cleanup import discard_checkpoint
+from study.configuration.study_config import StudyConfig
+from study.trial.worker import read_final, train_loop_per_worker
 
 SEARCHED = ("lr", "cl_lr", "margin", "virtual_lr")
 
@@ -25,7 +27,7 @@ class TrialContext:
     """What every trial of one (stage, variant, K) cell shares; bound with tune.with_parameters."""
 
     study: StudyConfig
-    stage: str  # "search" or "final": a trial's own config["stage"] overrides it (study/cell_search.py)
+    stage: str  # "search" or "final": a trial's own config["stage"] overrides it (study/driver/cell_search.py)
     variant: str
     k: int
     storage_path: str  # Ray Train run storage (shared file system or s3:// on a cluster)
@@ -33,7 +35,7 @@ class TrialContext:
     experiment_id: str
     parent_run_id: str
     local_runtime: bool = False  # the Ray runtime this study started itself (no cluster)
-    plugins: tuple = ()  # TrialPlugins (study/trial_plugins.py) every trial calls; the study command passes none
+    plugins: tuple = ()  # TrialPlugins (study/trial/plugins.py) every trial calls; the study command passes none
 
 
 def trial_key(stage: str, variant: str, k: int, seed: int, trial_id: str) -> str:
@@ -106,7 +108,7 @@ def run_trial(config: dict, context: TrialContext) -> None:
             final = read_final(result.checkpoint) if result.checkpoint else {}
         if "final" not in final and "error" not in final:
             raise RuntimeError(f"trial {key} ended without a final report (last metrics: {result.metrics})")
-        if not local_mode:  # read: the Train run's last checkpoint is spent (Tune's: study.stages)
+        if not local_mode:  # read: the Train run's last checkpoint is spent (Tune's: study.driver.cells)
             discard_checkpoint(result.checkpoint)
     except Exception as err:  # record the failure where users look, then let Tune retry or mark the trial
         mark_failed(context.tracking_uri, run_id, str(err), "".join(traceback.format_exception(err)))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ray.tune import Callback
 
-from study.trial import trial_record
+from study.trial.trainable import trial_record
 
 
 class TrialLedger:
@@ -52,7 +52,7 @@ class TrialLedger:
 def code_version() -> str | None:
     """The commit of the code that ran a trial (`+dirty` with uncommitted changes), for the
     record's provenance; None outside a git checkout."""
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True,
                               timeout=10, check=True).stdout.strip()
@@ -72,7 +72,7 @@ class LedgerWriter(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         result = trial.last_result or {}
-        stage = trial.config["stage"]  # both stages of a cell share one Tuner (study/cell_search.py)
+        stage = trial.config["stage"]  # both stages of a cell share one Tuner (study/driver/cell_search.py)
         record = trial_record(result, trial.config, self.variant, self.k, stage)
         if record["status"] != "FINISHED":
             if stage != "search" or result.get("best_val_micro_f1") is None or result.get("error"):

@@ -15,9 +15,11 @@ from cloce.config import DataConfig, TrainConfig
 from cloce.run import per_sentence_test_labels, run_summary
 from cloce.runtime import Runtime, bf16_active
 from cloce.state import final_state, load_train_state, save_train_state
-from study import phases, tracking, warm
-from study.checkpointing import CheckpointSchedule
-from study.trial_plugins import TrialInfo
+from study.trial import phases
+from study.tracking import runs as tracking
+from study.trial import warm
+from study.trial.checkpoint_schedule import CheckpointSchedule
+from study.trial.plugins import TrialInfo
 
 FINAL_FILE = "final.json"
 
@@ -61,7 +63,7 @@ class RayEpochReporter:
         self.reports = reports
         self.schedule = schedule  # None: every epoch
         self.rank = rank
-        self.plugins, self.trial = plugins, trial  # study/trial_plugins.py
+        self.plugins, self.trial = plugins, trial  # study/trial/plugins.py
         self.tracking_uri = tracking_uri
         self.run_id = run_id
         self.best = best_so_far
@@ -132,7 +134,7 @@ def train_loop_per_worker(loop_config: dict) -> dict:
             world_size=world_size,
             rank=rank,
         )
-    with phases.phase("data"):  # a reused trial process reads it once (study/warm.py)
+    with phases.phase("data"):  # a reused trial process reads it once (study/trial/warm.py)
         dataset = warm.dataset(DataConfig(**loop_config["data"]))
 
     resume = None
