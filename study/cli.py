@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--experiment", default="quick",
                         help=f"experiment name ({', '.join(available_experiments())}) or a .toml path (default: quick)")
-    parser.add_argument("--data-dir", help="data set folder (default: SemEval from ../shared/datasets)")
+    parser.add_argument("--data-dir", help="data set folder (default: $CLOCE_DATA_DIR, else ../shared/datasets/semeval where it exists, else the bundled SemEval)")
     parser.add_argument("--kshot-dir", help="ready-made K-shot sets, <dir>/<K>-<seed>/train.txt as KnowPrompt and "
                         "DeepKE write them: the sets of the study's K and seed axes (default: train.kshot_sampler's draw)")
     parser.add_argument("--model", help="backbone: Hugging Face id or path (default: the experiment's, else MiniLM)")

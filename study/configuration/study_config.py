@@ -42,6 +42,7 @@ from pathlib import Path
 
 from cloce.config import DataConfig, TrainConfig
 from cloce.variants import VARIANTS, get_variant
+from study.datasets import is_bundled
 
 CONTRASTIVE_VARIANTS = tuple(name for name, v in VARIANTS.items() if v.contrastive != "none")
 MARGIN_BOUNDS = (0.0, 2.0)
@@ -199,6 +200,8 @@ class StudyConfig:
                 del space[name]
         # data_dir as written: a relative one resolves to another path in another clone.
         data = vars(self.data_config()) | {"data_dir": self.data_dir, "kshot_dir": self.kshot_dir}
+        if is_bundled(self.data_dir):  # the SemEval default's very files, wherever they were unpacked
+            data["data_dir"] = None
         if data["kshot_dir"] is None:  # added later: without one, earlier records stay valid
             del data["kshot_dir"]
         parts = {"train": train, "data": data, "space": space,

@@ -7,6 +7,7 @@ import math
 import re
 import tomllib
 import types
+from importlib import resources
 from dataclasses import asdict
 from pathlib import Path
 from typing import Literal, Union, get_args, get_origin, get_type_hints
@@ -14,12 +15,14 @@ from typing import Literal, Union, get_args, get_origin, get_type_hints
 from cloce.config import ConfigError, TrainConfig
 from cloce.variants import VARIANTS
 from study.configuration.study_config import (
-    CONTRASTIVE_VARIANTS, DEFAULT_SPACES, LOG_UNIFORM, MARGIN_BOUNDS, REPO_ROOT, SET_BY_STUDY, VARIANT_PARAMETERS,
+    CONTRASTIVE_VARIANTS, DEFAULT_SPACES, LOG_UNIFORM, MARGIN_BOUNDS, SET_BY_STUDY, VARIANT_PARAMETERS,
     ResourcesConfig,
     SearchConfig, SearchSpace, StudyConfig, StudyConfigError,
 )
 
-EXPERIMENTS_DIR = REPO_ROOT / "experiments"
+# The study files ship inside the package (package data: study/experiments is the checkout's
+# experiments/ folder, its *.toml files in the wheel), so a study runs wherever the package is installed.
+EXPERIMENTS_DIR = Path(str(resources.files("study") / "experiments"))
 
 _REQUIRED = object()
 _STUDY_KEYS = {

@@ -49,6 +49,22 @@ def preflight(study: StudyConfig, study_dir: Path):
     return dataset.label_map
 
 
+def with_default_data(study: StudyConfig) -> StudyConfig:
+    """The study on the bundled SemEval (study/datasets) where it names no data set and cloce's
+    default ($CLOCE_DATA_DIR, ../shared/datasets/semeval) has none: a study runs on any machine."""
+    from dataclasses import replace
+
+    from study.datasets import default_study_data_dir
+
+    if study.data_dir or study.requires_data_dir:
+        return study
+    bundled = default_study_data_dir()
+    if bundled is None:
+        return study
+    print(f"data: the bundled SemEval-2010 Task 8 (study/datasets/SEMEVAL.md), unpacked in {bundled}", flush=True)
+    return replace(study, data_dir=str(bundled))
+
+
 def choose_study_dir(study: StudyConfig, requested: str | None, resume: bool) -> Path:
     """runs/<name> by default; a new study never overwrites an old one's results."""
     if requested:
@@ -115,6 +131,7 @@ def run_study(study: StudyConfig, args, plugins=()) -> str:
         # Under `ray job submit` the working directory is a temporary copy on the head node.
         print("warning: on a cluster pass --study-dir, --tracking-uri and --storage-path on shared storage; "
               "the defaults live in the job's temporary working directory and are lost with it", flush=True)
+    study = with_default_data(study)
     study = study.with_label_decisions(preflight(study, study_dir))
     ledger = open_ledger(getattr(args, "results_file", None))
     uri = tracking.resolve_tracking_uri(args.tracking_uri)

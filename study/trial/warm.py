@@ -14,6 +14,7 @@ from pathlib import Path
 
 from cloce.config import DataConfig
 from cloce.data.dataset import DATA_DIR_ENV, Dataset, load_dataset
+from study.datasets import is_bundled, unpacked_semeval
 
 _datasets: dict[tuple, tuple[Dataset, tuple]] = {}
 
@@ -32,6 +33,8 @@ def _stamp(files: dict[str, str]) -> tuple:
 def dataset(data: DataConfig) -> Dataset:
     """`load_dataset` for `data`, read once per process while its files stay unchanged."""
     key = (data.data_dir, data.train, data.val, data.test, data.format, data.kshot_dir, os.environ.get(DATA_DIR_ENV))
+    if is_bundled(data.data_dir):
+        unpacked_semeval()  # a node the driver did not run on unpacks its own copy
     cached = _datasets.get(key)
     if cached is not None and cached[1] and _stamp(cached[0].files) == cached[1]:
         return cached[0]
