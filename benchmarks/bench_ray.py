@@ -102,7 +102,7 @@ def trivial_trial_cost(trials: int = 4) -> dict:
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from study.trial.trainable import lean_trainer_class
+    from study.ray_workarounds import lean_trainer_class
 
     # A Ray runtime of its own, with more logical CPUs than cores: on Ray 2.60 a stock
     # TorchTrainer trial that ends at once can leave its worker group's placement group behind

@@ -126,7 +126,7 @@ def test_under_a_slot_limit_tune_keeps_no_idle_trial_process():
 
     from ray.tune.execution import tune_controller
 
-    from study.driver.pool import no_idle_trial_actors
+    from study.ray_workarounds import no_idle_trial_actors
 
     # How TuneController.__init__ builds it (Ray 2.60): if that changes, the patch must follow.
     assert "_ObjectCache(may_keep_one=True)" in inspect.getsource(tune_controller.TuneController.__init__)

@@ -17,7 +17,6 @@ import json
 import os
 import pickle
 import tempfile
-import threading
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
@@ -26,29 +25,17 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 from study.driver.pool import limiter_named
+from study.ray_workarounds import PUBLISHERS, SEARCHERS
 from study.trial.trainable import trial_record
 
 OBJECTIVE, MODE = "best_val_micro_f1", "max"
 
-# A cell's searcher is pickled into its Tune experiment state, so it names the function that
-# publishes its choice (to cells that take its lr) instead of holding it.
-_PUBLISHERS: dict[str, Callable[[dict | None, BaseException | None], None]] = {}
-_PUBLISHERS_LOCK = threading.Lock()
-
-
-# The searcher a cell's Tuner really uses (Tune may unpickle or copy it), by publisher name, for
-# CellSearchSync.
-_SEARCHERS: dict[str, "CellSearcher"] = {}
-
-
 def register_publisher(name: str, publish: Callable[[dict | None, BaseException | None], None]) -> None:
-    with _PUBLISHERS_LOCK:
-        _PUBLISHERS[name] = publish
+    PUBLISHERS.put(name, publish)
 
 
 def _publish(name: str, best: dict | None, error: BaseException | None) -> None:
-    with _PUBLISHERS_LOCK:
-        publish = _PUBLISHERS.get(name)
+    publish = PUBLISHERS.get(name)
     if publish is not None:
         publish(best, error)
 
@@ -103,7 +90,7 @@ class CellSearcher(Searcher):
         self.finals_started: set[int] = set()  # seeds with a final trial in the Tuner
         self.chosen: dict | None = None  # the search's best record, once it has ended
         self.pending_seeds: list[int] | None = None  # None: the search has not ended yet
-        _SEARCHERS[publisher] = self
+        SEARCHERS.put(publisher, self)
         if self.search_left == 0:
             self._choose()
 
@@ -113,7 +100,7 @@ class CellSearcher(Searcher):
         return self.search.set_search_properties(metric, mode, config, **spec)
 
     def suggest(self, trial_id: str) -> Optional[Dict]:
-        _SEARCHERS[self.publisher] = self
+        SEARCHERS.put(self.publisher, self)
         if self.search_left > 0:
             suggestion = self.search.suggest(trial_id)
             if suggestion is None:
@@ -204,7 +191,7 @@ class CellSearcher(Searcher):
 
     def __setstate__(self, state: dict) -> None:  # unpickled (Tuner.restore): the searcher in use
         self.__dict__.update(state)
-        _SEARCHERS[self.publisher] = self
+        SEARCHERS.put(self.publisher, self)
 
     # Tune saves a searcher with its experiment state, for `Tuner.restore`.
     def get_state(self) -> dict:
@@ -231,7 +218,7 @@ class CellSearcher(Searcher):
             with tempfile.TemporaryDirectory() as scratch:
                 Path(scratch, "search.pkl").write_bytes(state["search"])
                 self.search.restore(os.path.join(scratch, "search.pkl"))
-        _SEARCHERS[self.publisher] = self
+        SEARCHERS.put(self.publisher, self)
 
 
 class CellSearchSync(Callback):
@@ -245,7 +232,7 @@ class CellSearchSync(Callback):
         limiter = limiter_named(self.publisher)
         if limiter is not None:
             limiter.reconcile(trials)
-        searcher = _SEARCHERS.get(self.publisher)
+        searcher = SEARCHERS.get(self.publisher)
         if searcher is not None:
             searcher.reconcile(trials)
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import threading
 import traceback
 from dataclasses import replace
 from pathlib import Path
@@ -30,7 +29,8 @@ from study.driver.cell_search import (
     register_publisher, search_failed, stands_as_final,
 )
 from study.driver.ledger import LedgerWriter, TrialLedger
-from study.driver.pool import CellLimiter, CellRunner, no_idle_trial_actors, register_slots
+from study.driver.pool import CellLimiter, CellRunner, register_slots
+from study.ray_workarounds import no_idle_trial_actors, register_cell_trainable
 from study.trial.trainable import TrialContext, run_trial, trial_record
 
 
@@ -68,21 +68,6 @@ def asha_scheduler(epochs: int, grace_period: int):
     max_t before that report arrives."""
     return SearchOnlyASHA(metric=OBJECTIVE, mode=MODE, time_attr="epochs_done", max_t=epochs,
                          grace_period=grace_period, stop_last_trials=False)
-
-
-_REGISTRY_LOCK = threading.Lock()
-
-
-def register_cell_trainable(name: str, trainable) -> str:
-    """Tune registers a trainable process-wide under its __name__, and its registry is not
-    thread-safe: cells starting side by side under one name would run each other's trials, or
-    fail on a dict changed during iteration. Each cell registers its own name, one at a time,
-    and its Tuner is given that name."""
-    from ray import tune
-
-    with _REGISTRY_LOCK:
-        tune.register_trainable(name, trainable)
-    return name
 
 
 def run_cell(context: TrialContext, tune_dir: str, param_space: dict, tune_config, resume: bool, callbacks):

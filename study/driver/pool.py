@@ -22,15 +22,12 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
-from typing import Callable, Dict, Iterator, Optional
+from typing import Callable, Dict, Optional
 
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
-# Searchers are pickled into each cell's Tune experiment state (for `Tuner.restore`), so they
-# name their StudySlots instead of holding its lock; the driver process registers it.
-_SLOTS: dict[str, "StudySlots"] = {}
-_SLOTS_LOCK = threading.Lock()
+from study.ray_workarounds import LIMITERS, SLOTS
+
 
 
 class StudySlots:
@@ -61,52 +58,16 @@ class StudySlots:
 
 
 def register_slots(name: str, limit: int | None) -> StudySlots:
-    with _SLOTS_LOCK:
-        _SLOTS[name] = StudySlots(limit)
-        return _SLOTS[name]
+    return SLOTS.put(name, StudySlots(limit))
 
 
 def slots_named(name: str) -> StudySlots:
     """A restored searcher in a process that never registered its study: no study-wide limit."""
-    with _SLOTS_LOCK:
-        return _SLOTS.setdefault(name, StudySlots(None))
-
-
-@contextmanager
-def no_idle_trial_actors(enabled: bool) -> Iterator[None]:
-    """While on, the Tuners of this process keep an ended trial's process only for a trial
-    already waiting for it.
-
-    Tune keeps one ended trial's process (its actor, with its CPUs) even when no trial waits
-    for it (`TuneController`'s `_ObjectCache(may_keep_one=True)`), for a trial its searcher
-    may suggest next. Under a study-wide slot limit that deadlocks: a cell whose search ended
-    keeps its idle process while another cell takes the slot it freed; that cell's trial waits
-    for CPUs the idle processes hold, and they wait for a slot. Seen on 2026-11-28:
-    scierc_protocol with 2 slots on 2 CPUs, two idle prompt_ki processes, nothing running
-    for minutes. Private Tune API, pinned Ray: tests/test_study_pool.py fails if it moves."""
-    if not enabled:
-        yield
-        return
-    from ray.tune.execution import tune_controller
-
-    keeping = tune_controller._ObjectCache
-
-    def letting_go(*args, **kwargs):  # TuneController passes may_keep_one=True itself
-        return keeping(*args, **(kwargs | {"may_keep_one": False}))
-
-    tune_controller._ObjectCache = letting_go
-    try:
-        yield
-    finally:
-        tune_controller._ObjectCache = keeping
-
-
-# The limiter a cell's Tuner really uses, by its searcher's publisher name (study/driver/cell_search.py).
-_LIMITERS: dict[str, "CellLimiter"] = {}
+    return SLOTS.get_or_put(name, StudySlots(None))
 
 
 def limiter_named(name: str) -> "CellLimiter | None":
-    return _LIMITERS.get(name)
+    return LIMITERS.get(name)
 
 
 class CellLimiter(ConcurrencyLimiter):
@@ -117,11 +78,11 @@ class CellLimiter(ConcurrencyLimiter):
         self.slots_name = slots_name
         self.publisher = getattr(searcher, "publisher", "")
         super().__init__(searcher, max_concurrent=cell_limit)
-        _LIMITERS[self.publisher] = self
+        LIMITERS.put(self.publisher, self)
 
     def __setstate__(self, state: dict) -> None:  # unpickled (Tuner.restore): the limiter in use
         self.__dict__.update(state)
-        _LIMITERS[self.publisher] = self
+        LIMITERS.put(self.publisher, self)
 
     def reconcile(self, trials) -> None:
         """Its live trials as the Tuner's trials say (its saved state can be older or newer:

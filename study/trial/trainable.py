@@ -17,6 +17,7 @@ from study.tracking import runs as tracking
 from study.tracking import retry as tracking_retry
 from study.trial.checkpoint_cleanup import discard_checkpoint
 from study.configuration.study_config import StudyConfig
+from study.ray_workarounds import lean_trainer_class
 from study.trial.worker import read_final, train_loop_per_worker
 
 SEARCHED = ("lr", "cl_lr", "margin", "virtual_lr")
@@ -137,30 +138,6 @@ def mark_failed(tracking_uri: str, run_id: str, reason: str, details: str | None
     except tracking_retry.TrackingUnavailable as err:
         # The trial's own failure is what Tune must see (and retry); this one is only printed.
         print(f"[tracking] could not mark run {run_id} failed ({reason[:200]}): {err}", flush=True)
-
-
-def lean_trainer_class(local_runtime: bool):
-    """TorchTrainer without the actors a cloce trial never uses: the Ray Data dataset manager
-    (no datasets are passed) and, on the study's own local runtime (which dies with the
-    driver), the placement-group cleaner. Each is one more Python process per trial; on the
-    2-core machine a trivial trial took 10.5 s stock vs 8.8-9.4 s lean, one at a time
-    (`python benchmarks/run.py --only ray_trivial`); two at a time, where the CPU is short,
-    the saving is larger (experiments/results/quick_default.md).
-    These callbacks are Ray internals (Ray is pinned): without them, the stock trainer."""
-    from ray.train.torch import TorchTrainer
-
-    try:
-        from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
-        from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
-    except ImportError:
-        return TorchTrainer
-    unused = (DatasetsCallback, PlacementGroupCleanerCallback) if local_runtime else (DatasetsCallback,)
-
-    class LeanTorchTrainer(TorchTrainer):
-        def _create_default_callbacks(self):
-            return [cb for cb in super()._create_default_callbacks() if not isinstance(cb, unused)]
-
-    return LeanTorchTrainer if hasattr(TorchTrainer, "_create_default_callbacks") else TorchTrainer
 
 
 def trial_record(result_metrics: dict, config: dict, variant: str, k: int, stage: str, error: str | None = None) -> dict:
