@@ -26,7 +26,8 @@ from study.configuration.study_file import available_experiments, load_study_con
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    prog = "python -m study" if Path(sys.argv[0]).name == "__main__.py" else None  # else the script's name
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--experiment", default="quick",
                         help=f"experiment name ({', '.join(available_experiments())}) or a .toml path (default: quick)")
     parser.add_argument("--data-dir", help="data set folder (default: $CLOCE_DATA_DIR, else ../shared/datasets/semeval where it exists, else the bundled SemEval)")
