@@ -61,6 +61,13 @@ def parse_faults(text: str) -> list[Fault]:
     return faults
 
 
+def _nan(output):
+    """Every tensor of a forward's output as NaN; a model may return (scores, auxiliary loss or None)."""
+    if isinstance(output, tuple):
+        return tuple(_nan(part) for part in output)
+    return None if output is None else output * float("nan")
+
+
 class FaultInjector(TrialPlugin):
     """The faults of a study, applied in each trial they name (variant, seed)."""
 
@@ -81,7 +88,7 @@ class FaultInjector(TrialPlugin):
             if fault.kind == "raise":
                 raise InjectedFault(f"injected failure ({ENV}) in trial {trial.name}")
             if fault.kind == "nan":
-                model.register_forward_hook(lambda module, inputs, output: output * float("nan"))
+                model.register_forward_hook(lambda module, inputs, output: _nan(output))
         return model
 
     def before_report(self, epoch: int, trial: TrialInfo) -> None:

@@ -33,3 +33,19 @@ def test_the_study_command_reads_no_faults(monkeypatch):
 
     root = Path(study.__file__).parent
     assert not [p for p in root.rglob("*.py") if "CLOCE_FAULTS" in p.read_text()]
+
+
+def test_a_nan_fault_turns_every_output_tensor_nan():
+    """A model may return a tensor or (scores, auxiliary loss or None): each tensor becomes NaN."""
+    import torch
+
+    class Pair(torch.nn.Module):
+        def forward(self, x):
+            return x * 2, None
+
+    trial = TrialInfo("prompt", 1, "t", 0)
+    for model in (torch.nn.Linear(2, 2), Pair()):
+        FaultInjector("nan=prompt:*").prepare_model(model, trial)
+        out = model(torch.ones(1, 2))
+        tensors = [t for t in (out if isinstance(out, tuple) else (out,)) if t is not None]
+        assert tensors and all(torch.isnan(t).all() for t in tensors)
