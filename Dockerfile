@@ -42,7 +42,7 @@ WORKDIR /home/ray/cloce-study
 COPY --chown=ray:users . .
 # The project and its dependencies; torch and ray are already satisfied, so they stay.
 RUN pip install --no-cache-dir . \
-    && python -c "import ray, torch, cloce, study.driver; print('ray', ray.__version__, 'torch', torch.__version__)"
+    && python -c "import ray, torch, cloce, study.driver.study_run; print('ray', ray.__version__, 'torch', torch.__version__)"
 
 ENV CLOCE_DATA_DIR=/data/semeval \
     TOKENIZERS_PARALLELISM=false \

@@ -27,7 +27,7 @@ SLOTS = 16
 def tiny_study_inputs(directory: Path) -> tuple[Path, Path]:
     """A tiny random BERT with the bundled tokenizer, and SemEval with every train sentence
     (K-shot samples need them) and slices of val and test: the local cluster's own."""
-    from study.tiny_inputs import make_semeval_slice, make_tiny_model
+    from testbed.tiny_inputs import make_semeval_slice, make_tiny_model
 
     return Path(make_tiny_model(directory / "tiny_bert")), Path(make_semeval_slice(directory / "semeval"))
 
@@ -99,7 +99,7 @@ PROGRESS = re.compile(r"^\[\s*([0-9.]+)s\] (start|done|FAILED)\s+(?:\S+/)?([0-9a
 
 
 def progress_spans(stdout: str) -> list[tuple[float, float]]:
-    """(start, end) of every trial from the study's progress lines (study/progress.py); a
+    """(start, end) of every trial from the study's progress lines (study/driver/progress.py); a
     trial Tune restarts after a failure starts again, so spans run from its first start."""
     started, spans = {}, []
     for line in stdout.splitlines():

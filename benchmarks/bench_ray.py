@@ -15,8 +15,8 @@ from benchmarks.bench_memory import TreeMemorySampler
 from benchmarks.common import timed
 from cloce.data.dataset import load_dataset
 from cloce.train import train
-from study import driver
-from study.config import load_study_config
+from study.driver import study_run as driver
+from study.configuration.study_file import load_study_config
 
 
 def study_on_ray_vs_in_process(seeds=(1, 2, 3), epochs: int = 4, k: int = 8, workers: int = 1,
@@ -24,7 +24,7 @@ def study_on_ray_vs_in_process(seeds=(1, 2, 3), epochs: int = 4, k: int = 8, wor
     """`workers` per trial: 1, the issue's set-up (a TorchTrainer with one worker), or 0, Ray
     Train's local mode (the loop in the Tune trial's process; the one-machine default).
     The fixed cost per trial is printed apart from the study's own (Ray, MLflow parent run,
-    tables): each trial reports where its seconds went (study/phases.py)."""
+    tables): each trial reports where its seconds went (study/trial/phases.py)."""
     study = load_study_config("quick", _small_overrides(seeds, epochs, k, workers) | (overrides or {}))
     configs = [study.train_config("finetune", k, seed, **study.default_hyperparams("finetune")) for seed in seeds]
     dataset = load_dataset(None)
@@ -94,7 +94,7 @@ def fixed_costs(trials: list[dict], study_s: float, in_process_per_trial: float)
 def trivial_trial_cost(trials: int = 4) -> dict:
     """Wall time of Tune trials whose TorchTrainer does nothing but report once, one at a
     time: the fixed cost of a trial's Ray machinery (controller, worker group, reporting),
-    for the stock TorchTrainer, the lean one (study/trial.py) and Ray Train's local mode
+    for the stock TorchTrainer, the lean one (study/trial/trainable.py) and Ray Train's local mode
     (num_workers=0: the loop runs in the Tune trial's process; the `quick` study's setting)."""
     import ray
     import ray.train
@@ -102,7 +102,7 @@ def trivial_trial_cost(trials: int = 4) -> dict:
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from study.trial import lean_trainer_class
+    from study.ray_workarounds import lean_trainer_class
 
     # A Ray runtime of its own, with more logical CPUs than cores: on Ray 2.60 a stock
     # TorchTrainer trial that ends at once can leave its worker group's placement group behind

@@ -51,7 +51,7 @@ def run_study(experiment: str, results_file: Path, extra: list[str], tracking_ur
 def timed_part(part: str, wall_file: Path = WALL_TIME):
     """Appends the part's wall time to `wall_file` when it ends, also when it is interrupted
     (Ctrl-C, or SIGTERM, turned into an exit below), so the page can say what the run cost."""
-    from study.ledger import code_version
+    from study.driver.ledger import code_version
 
     started, finished = time.time(), False
     try:
@@ -68,7 +68,7 @@ def timed_part(part: str, wall_file: Path = WALL_TIME):
 def run_all(ks: list[int], tracking_uri: str | None, with_full: bool) -> None:
     from benchmarks.hf_peer import budget_from, run_peer
     from cloce.data.dataset import load_dataset
-    from study.config import load_study_config
+    from study.configuration.study_file import load_study_config
 
     study = load_study_config("semeval_results")
     config = study.train_config("finetune", ks[0], study.search.search_seed)

@@ -6,7 +6,7 @@ import json
 import statistics
 from pathlib import Path
 
-from study.tables import best_epochs_display, fewshot_table, to_markdown
+from study.reporting.tables import best_epochs_display, fewshot_table, to_markdown
 
 VARIANTS = ["finetune", "prompt", "prompt_ki", "cloce_s", "cloce_d"]
 PEER = "hf_trainer_peer"
@@ -22,7 +22,7 @@ def study_finals(records: list[dict], search_seed: int = 1) -> list[dict]:
     """Final-stage rows of a study's results file: the final trials, plus per cell the best
     search trial (on val), which is the search seed's final run (the study reuses it); a tie
     goes as the study broke it (`best_record`)."""
-    from study.cell_search import best_record
+    from study.driver.cell_search import best_record
 
     finals = [r for r in records if r["stage"] == "final"]
     for cell in {(r["variant"], r["k"]) for r in records if r["stage"] == "search"}:
@@ -70,11 +70,11 @@ def current(records: list[dict], experiment: str | None) -> list[dict]:
     """Only the records run under the experiment's present configuration (its fingerprint)."""
     if experiment is None:
         return records
-    from study.config import load_study_config
+    from study.configuration.study_file import load_study_config
 
     study = load_study_config(experiment)
     if study.train.get("sentence_markers") is None:  # left to the labels: decide as the study's driver does
-        from study.warm import dataset
+        from study.trial.warm import dataset
 
         study = study.with_label_decisions(dataset(study.data_config()).label_map)
     return [r for r in records if r.get("fingerprint") == study.cell_fingerprint(r["variant"], r["k"])]

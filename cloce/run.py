@@ -72,7 +72,7 @@ def run_summary(result: TrainResult) -> dict:
 
 def per_sentence_test_labels(result: TrainResult) -> dict | None:
     """Each test sentence's gold and predicted label id, and the no-relation id: what a paired
-    bootstrap over the test sentences needs (study/comparisons.py). None when nothing was tested."""
+    bootstrap over the test sentences needs (study/reporting/comparisons.py). None when nothing was tested."""
     if result.test is None:
         return None
     return {"gold": list(result.test_gold), "pred": list(result.test_predictions),

@@ -110,9 +110,9 @@ def records(part: Part) -> list[dict]:
 def report() -> str:
     """The docs/results.md section: tables from whatever has finished."""
     from benchmarks.results_report import provenance, wall_time
-    from study.comparisons import comparison_table
-    from study.plots import plot_learning_curves
-    from study.tables import best_epochs_display, fewshot_table, to_markdown
+    from study.reporting.comparisons import comparison_table
+    from study.reporting.plots import plot_learning_curves
+    from study.reporting.tables import best_epochs_display, fewshot_table, to_markdown
 
     main = records(MAIN) + records(MAIN_K8)
     ks = sorted({r["k"] for r in main}) or [16]

@@ -9,8 +9,8 @@ from experiments.table3_results import PAIRS, PAPER_ROWS, PARTS, READING, REPORT
 
 def section() -> str:
     from benchmarks.results_report import provenance, wall_time
-    from study.comparisons import comparison_table
-    from study.tables import best_epochs_display, fewshot_table, to_markdown
+    from study.reporting.comparisons import comparison_table
+    from study.reporting.tables import best_epochs_display, fewshot_table, to_markdown
 
     lines = [f"{SECTION} (issue 22)", "",
              "Produced by `python experiments/table3_results.py` (protocol in `experiments/semeval_table3.toml` and "

@@ -1,4 +1,4 @@
-"""Both stages of a cell in one Tuner (study/cell_search.py): the search's trials first, the
+"""Both stages of a cell in one Tuner (study/driver/cell_search.py): the search's trials first, the
 chosen configuration on every final seed the moment the last search trial has ended, its
 choice published mid-Tuner, and ASHA over search trials only. No Ray runtime."""
 from __future__ import annotations
@@ -9,8 +9,8 @@ from types import SimpleNamespace
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
-from study.cell_search import CellSearcher, config_key, register_publisher
-from study.stages import asha_scheduler
+from study.driver.cell_search import CellSearcher, config_key, register_publisher
+from study.driver.cells import asha_scheduler
 
 
 class Listed(Searcher):
@@ -163,7 +163,7 @@ def test_a_searcher_ahead_of_the_saved_trials_suggests_again_what_was_never_save
 
 
 def test_a_tie_is_broken_by_the_configuration_not_by_the_order_trials_ended():
-    from study.cell_search import best_record
+    from study.driver.cell_search import best_record
 
     one = {"status": "FINISHED", "val_micro_f1": 0.5, "config": {"lr": 1e-4, "margin": 0.2}}
     two = {"status": "FINISHED", "val_micro_f1": 0.5, "config": {"lr": 1e-4, "margin": 0.8}}
@@ -171,7 +171,7 @@ def test_a_tie_is_broken_by_the_configuration_not_by_the_order_trials_ended():
 
 
 def test_a_limiter_restored_with_an_ended_trial_frees_its_place():
-    from study.pool import CellLimiter, register_slots
+    from study.driver.pool import CellLimiter, register_slots
 
     register_slots("test-reconcile", None)
     searcher = cell(Listed([{"margin": 0.2}, {"margin": 0.8}]), publisher="test-limiter")

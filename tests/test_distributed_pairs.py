@@ -40,7 +40,7 @@ def first_epoch_pairs(workers: int, model_dir: str, data_dir, storage) -> dict:
     import ray.train
     import ray.train.torch
 
-    from study.worker import read_final, train_loop_per_worker
+    from study.trial.worker import read_final, train_loop_per_worker
 
     # A vanishing learning rate: every worker layout predicts with (numerically) the same weights.
     config = TrainConfig(variant="cloce_d", model=model_dir, k=4, seed=1, epochs=1, lr=1e-12, cl_lr=1e-12,

@@ -1,7 +1,9 @@
-"""CLOCE_FAULTS parsing: what the reliability tests inject, and what a typo says."""
+"""CLOCE_FAULTS parsing: what the reliability tests inject (a TrialPlugin they pass to the study),
+and what a typo says."""
 import pytest
 
-from study.faults import Fault, TrialFaults, parse_faults
+from study.trial.plugins import TrialInfo
+from testbed.faults import Fault, FaultInjector, parse_faults
 
 
 def test_faults_are_read_with_their_targets():
@@ -17,6 +19,33 @@ def test_a_malformed_fault_says_what_is_expected(text):
 
 
 def test_a_raise_fault_raises_only_in_its_trial():
-    TrialFaults("cloce_s", 1, "t", "raise=cloce_s:2").prepare_model(object())  # another seed: untouched
+    injector = FaultInjector("raise=cloce_s:2")
+    injector.prepare_model(object(), TrialInfo("cloce_s", 1, "t", 0))  # another seed: untouched
     with pytest.raises(RuntimeError, match="injected failure"):
-        TrialFaults("cloce_s", 2, "t", "raise=cloce_s:2").prepare_model(object())
+        injector.prepare_model(object(), TrialInfo("cloce_s", 2, "t", 0))
+
+
+def test_the_study_command_reads_no_faults(monkeypatch):
+    """CLOCE_FAULTS is read by testbed/faulty_study.py only: nothing of the installed package reads it."""
+    from pathlib import Path
+
+    import study
+
+    root = Path(study.__file__).parent
+    assert not [p for p in root.rglob("*.py") if "CLOCE_FAULTS" in p.read_text()]
+
+
+def test_a_nan_fault_turns_every_output_tensor_nan():
+    """A model may return a tensor or (scores, auxiliary loss or None): each tensor becomes NaN."""
+    import torch
+
+    class Pair(torch.nn.Module):
+        def forward(self, x):
+            return x * 2, None
+
+    trial = TrialInfo("prompt", 1, "t", 0)
+    for model in (torch.nn.Linear(2, 2), Pair()):
+        FaultInjector("nan=prompt:*").prepare_model(model, trial)
+        out = model(torch.ones(1, 2))
+        tensors = [t for t in (out if isinstance(out, tuple) else (out,)) if t is not None]
+        assert tensors and all(torch.isnan(t).all() for t in tensors)

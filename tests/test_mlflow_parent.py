@@ -7,9 +7,11 @@ import json
 
 import pytest
 
-from study import driver, mlflow_ui, tracking
-from study.config import load_study_config
-from study.tables import fewshot_numbers, fewshot_table, to_markdown
+from study.driver import study_run as driver
+from study.tracking import ui_links as mlflow_ui
+from study.tracking import runs as tracking
+from study.configuration.study_file import load_study_config
+from study.reporting.tables import fewshot_numbers, fewshot_table, to_markdown
 
 VARIANTS, KS, SEEDS = ("prompt_ki", "cloce_d"), (2, 4), (1, 2, 3)
 
@@ -126,7 +128,7 @@ def test_ui_link_for_a_tracking_server_is_its_url():
 
 def test_a_study_ends_with_its_table_and_the_link_to_its_parent_run(study, tmp_path, monkeypatch):
     """run_study end to end with the trials stubbed out: what run_fewshot_grid prints last."""
-    from study import stages
+    from study.driver import cells as stages
 
     monkeypatch.setattr(driver, "start_ray", lambda *args, **kwargs: None)
     monkeypatch.setattr(stages, "run_study_cells", lambda *args, **kwargs: fake_finals())

@@ -135,3 +135,91 @@ def test_dockerignore_keeps_local_results_out_of_the_build_context():
     for needed in ("runs", "mlflow.db", "outputs", ".git", "**/__pycache__"):
         assert needed in patterns, f".dockerignore lacks {needed!r}"
     assert "experiments" not in patterns, "the study configs (experiments/) belong in the image"
+
+
+# ---------------------------------------------------------------- installed anywhere
+
+
+def test_the_bundled_semeval_is_the_shared_copy_byte_for_byte(tmp_path, monkeypatch):
+    """study/datasets/semeval.tar.xz unpacks to exactly ../shared/datasets/semeval's files (and
+    the SHA-256s SEMEVAL.md states)."""
+    import hashlib
+
+    from cloce.data.dataset import default_data_dir
+    from study import datasets
+
+    shared = default_data_dir()
+    if not (shared / "train.txt").exists():
+        pytest.skip(f"SemEval not found at {shared}")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    datasets.bundled_semeval_dir.cache_clear()
+    try:
+        unpacked = datasets.unpacked_semeval()
+        assert unpacked.is_relative_to(tmp_path) and datasets.is_bundled(unpacked)
+        stated = (Path(datasets.__file__).parent / "SEMEVAL.md").read_text()
+        for name in datasets.FILES:
+            data = (unpacked / name).read_bytes()
+            assert data == (shared / name).read_bytes(), name
+            assert hashlib.sha256(data).hexdigest() in stated, name
+        assert datasets.unpacked_semeval() == unpacked  # unpacked once
+    finally:
+        datasets.bundled_semeval_dir.cache_clear()
+
+
+def test_a_study_without_data_falls_back_to_the_bundled_copy_only_where_nothing_else_is(tmp_path, monkeypatch):
+    from cloce.data import dataset
+    from study import datasets
+    from study.configuration.study_file import load_study_config
+    from study.driver.study_run import with_default_data
+
+    study = load_study_config("quick")
+    monkeypatch.delenv(dataset.DATA_DIR_ENV, raising=False)
+    if (dataset.default_data_dir() / "train.txt").exists():  # ../shared wins where it exists
+        assert with_default_data(study) is study
+    monkeypatch.setenv(dataset.DATA_DIR_ENV, str(tmp_path))  # $CLOCE_DATA_DIR wins when given
+    assert with_default_data(study) is study
+    monkeypatch.delenv(dataset.DATA_DIR_ENV)
+    monkeypatch.setattr(dataset, "default_data_dir", lambda: tmp_path / "nowhere")  # a machine without ../shared
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    datasets.bundled_semeval_dir.cache_clear()
+    try:
+        bundled = with_default_data(study)
+        assert datasets.is_bundled(bundled.data_dir) and (Path(bundled.data_dir) / "train.txt").is_file()
+        # The bundled files are the default's: the cells keep their fingerprints (results files stay valid).
+        labels = dataset.load_dataset(bundled.data_dir).label_map
+        assert (bundled.with_label_decisions(labels).cell_fingerprint("prompt_ki", 8)
+                == study.with_label_decisions(labels).cell_fingerprint("prompt_ki", 8))
+        given = load_study_config("quick", {"study.data_dir": str(tmp_path)})
+        assert with_default_data(given) is given  # --data-dir wins
+    finally:
+        datasets.bundled_semeval_dir.cache_clear()
+
+
+def test_the_study_files_ship_as_package_data_and_no_script_edits_sys_path():
+    from study.configuration.study_file import EXPERIMENTS_DIR, available_experiments
+
+    assert "quick" in available_experiments() and (EXPERIMENTS_DIR / "quick.toml").is_file()
+    assert sorted(p.name for p in EXPERIMENTS_DIR.glob("*.toml")) == sorted(
+        p.name for p in (REPO / "experiments").glob("*.toml"))
+    pyproject = project()
+    assert pyproject["scripts"]["cloce-study"] == "study.cli:main"
+    data = tomllib.loads(PYPROJECT.read_text())["tool"]["setuptools"]["package-data"]
+    assert "experiments/*.toml" in data["study"] and "semeval.tar.xz" in data["study.datasets"]
+    editing = [str(p.relative_to(REPO)) for top in ("cloce", "study", "testbed") for p in (REPO / top).rglob("*.py")
+               if "sys.path.insert" in p.read_text()]
+    assert not editing, f"scripts that edit sys.path: {editing}"
+
+
+@pytest.mark.slow  # builds the wheel (~20 s)
+def test_the_wheel_holds_the_study_files_and_the_data_and_no_test_code(tmp_path):
+    import subprocess
+    import zipfile
+
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path), str(REPO)], check=True, capture_output=True, timeout=600)
+    names = zipfile.ZipFile(next(tmp_path.glob("*.whl"))).namelist()
+    assert "study/experiments/quick.toml" in names and "study/datasets/semeval.tar.xz" in names
+    assert not [n for n in names if n.startswith("study/experiments/") and not n.endswith(".toml")]
+    assert not [n for n in names if n.startswith(("testbed/", "tests/", "experiments/", "benchmarks/"))]
+    assert not [n for n in names if n.endswith(".py") and "CLOCE_FAULTS" in zipfile.ZipFile(
+        next(tmp_path.glob("*.whl"))).read(n).decode()]

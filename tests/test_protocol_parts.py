@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from study.config import load_study_config, parse_override
+from study.configuration.study_file import load_study_config, parse_override
 
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "protocol_results.py"
 spec = importlib.util.spec_from_file_location("protocol_results", SCRIPT)

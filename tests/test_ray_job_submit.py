@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from study.chaos_study import UPLOAD_EXCLUDES
-from study.processes import free_ports, own_processes, stop_processes
+from testbed.local_cluster.chaos_study import UPLOAD_EXCLUDES
+from testbed.local_cluster.processes import free_ports, own_processes, stop_processes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -166,8 +166,8 @@ def ray_head():
 def test_the_study_runs_as_a_ray_job_from_the_uploaded_working_dir(ray_head):
     """One job (a head is slow to start, a job slow to submit): the entry point runs as a
     script (`--help`), then the project imports from the copy Ray unpacked on the node."""
-    code = ("import sys, cloce, study.driver; print('imports ok'); print('cloce from', cloce.__file__); "
-            "print('python', sys.executable); from study.run_fewshot_grid import build_parser; "
+    code = ("import sys, cloce, study.driver.study_run; print('imports ok'); print('cloce from', cloce.__file__); "
+            "print('python', sys.executable); from study.cli import build_parser; "
             "print('study address', build_parser().parse_args([]).address)")
     python = shlex.quote(sys.executable)
     # `ray job submit` quotes each word of the entry point: the shell's `&&` needs its own sh -c.

@@ -8,8 +8,8 @@ from collections import namedtuple
 
 import pytest
 
-from study import driver
-from study.run_fewshot_grid import main
+from study.driver import study_run as driver
+from study.cli import main
 
 REAL_START_RAY = driver.start_ray  # the autouse fixture below replaces it
 
@@ -135,7 +135,7 @@ def test_12_cli_training_refuses_an_unwritable_output_dir(tmp_path):
 
 
 def test_secrets_are_never_logged_as_params():
-    from study.tracking import safe_params
+    from study.tracking.runs import safe_params
 
     params = safe_params({"train": {"lr": 1e-4}, "tracking_uri": "http://user:pw@host", "aws_secret_access_key": "x",
                           "hf_token": "hf_abc", "db_password": "pw", "api_key": "k"})

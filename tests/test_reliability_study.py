@@ -1,6 +1,7 @@
 """Reliability of a running study (issue: failed trials and crashes lose nothing).
 
-One tiny study, three variants, each with a fault injected through CLOCE_FAULTS (study/faults.py),
+One tiny study, three variants, each with a fault injected through CLOCE_FAULTS (testbed/faults.py,
+plugged into the study by testbed/faulty_study.py),
 run twice: in Ray Train's local mode (the default study's: the loop runs in the Tune trial's
 process, Tune retries it) and with one Ray Train worker per trial (Ray Train retries it):
   finetune seed 1: the process training it is SIGKILLed once epoch 2 is trained, before
@@ -17,13 +18,12 @@ from __future__ import annotations
 import csv
 import io
 import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from tests.test_study_e2e import SCRIPT, child_runs, study_env
+from tests.test_study_e2e import FAULTY_STUDY, child_runs, faulty_study_env
 
 pytestmark = pytest.mark.slow  # two whole studies
 
@@ -37,7 +37,7 @@ def faulty_study(request, tiny_semeval_dir, tiny_model_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("faulty_study")
     db, study_dir = tmp / "mlflow.db", tmp / "study"
     command = [
-        sys.executable, str(SCRIPT), "--data-dir", str(tiny_semeval_dir), "--model", str(tiny_model_dir),
+        *FAULTY_STUDY, "--data-dir", str(tiny_semeval_dir), "--model", str(tiny_model_dir),
         "--variants", "finetune", "prompt", "cloce_s", "--ks", "2", "--seeds", *map(str, seeds), "--epochs", "3",
         "--study-dir", str(study_dir), "--tracking-uri", f"sqlite:///{db}", "--num-cpus", "2",
         "--set", "search.enabled=false", "--set", "train.num_threads=1",
@@ -46,7 +46,7 @@ def faulty_study(request, tiny_semeval_dir, tiny_model_dir, tmp_path_factory):
         "--set", "resources.checkpoint_every_s=0",
     ]
     faults = f"kill=finetune:1:2;nan=prompt:*;raise=cloce_s:{raising}"
-    env = study_env() | {"CLOCE_FAULTS": faults, "CLOCE_FAULTS_DIR": str(tmp)}
+    env = faulty_study_env(faults, tmp)
     done = subprocess.run(command, capture_output=True, text=True, timeout=1200, env=env, cwd=tmp)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     client, parents, children = child_runs(db)

@@ -41,7 +41,7 @@ def test_the_page_marks_what_has_not_run_yet(tmp_path):
 
 
 def test_records_of_an_earlier_configuration_are_set_apart_and_commits_counted():
-    from study.config import load_study_config
+    from study.configuration.study_file import load_study_config
 
     now = load_study_config("semeval_results").cell_fingerprint("prompt_ki", 8)
     records = [record("final", "prompt_ki", 8, 2, 0.3, 0.3) | {"fingerprint": now, "code": "abc1234"},

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from study.config import StudyConfigError, load_study_config
-from study.run_fewshot_grid import build_parser, main, overrides_from
+from study.configuration.study_config import StudyConfigError
+from study.configuration.study_file import load_study_config
+from study.cli import build_parser, main, overrides_from
 
 
 def study_from(*argv: str):

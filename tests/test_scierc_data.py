@@ -13,7 +13,7 @@ from cloce.data.sampling import sample_k_shot
 from cloce.encoding import load_word_tokenizer
 from cloce.pipeline import build_pipeline, type_vocabulary
 from cloce.variants import get_variant
-from study.config import load_study_config
+from study.configuration.study_file import load_study_config
 
 SCIERC_TYPES = ("GENERIC", "MATERIAL", "METHOD", "METRIC", "OTHER_SCIENTIFIC_TERM", "TASK")
 

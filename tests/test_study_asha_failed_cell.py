@@ -11,14 +11,13 @@ import csv
 import io
 import json
 import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from tests.test_study_e2e import SCRIPT, child_runs, study_env
+from tests.test_study_e2e import FAULTY_STUDY, child_runs, faulty_study_env
 
 pytestmark = pytest.mark.slow  # a whole study
 
@@ -30,7 +29,7 @@ def asha_study(tiny_semeval_dir, tiny_model_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("asha_study")
     db, study_dir, results = tmp / "mlflow.db", tmp / "study", tmp / "results.jsonl"
     command = [
-        sys.executable, str(SCRIPT), "--data-dir", str(tiny_semeval_dir), "--model", str(tiny_model_dir),
+        *FAULTY_STUDY, "--data-dir", str(tiny_semeval_dir), "--model", str(tiny_model_dir),
         "--variants", "finetune", "prompt", "--ks", "2", "--seeds", "1", "2", "--num-samples", str(SEARCH_TRIALS),
         "--epochs", "2", "--study-dir", str(study_dir), "--tracking-uri", f"sqlite:///{db}", "--num-cpus", "2",
         "--results-file", str(results), "--set", "search.asha=true", "--set", "search.grace_period=1",
@@ -40,7 +39,7 @@ def asha_study(tiny_semeval_dir, tiny_model_dir, tmp_path_factory):
         # (with every trial tied, ASHA has nothing to stop).
         "--set", "spaces.finetune.lr=[1e-5, 1e-1]",
     ]
-    env = study_env() | {"CLOCE_FAULTS": "raise=prompt:*"}
+    env = faulty_study_env("raise=prompt:*")
     done = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env, cwd=tmp)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     client, parents, children = child_runs(db)

@@ -3,7 +3,7 @@ from dataclasses import dataclass, field
 
 from ray.train import Checkpoint
 
-from study.cleanup import discard_finished_checkpoints
+from study.trial.checkpoint_cleanup import discard_finished_checkpoints
 
 
 @dataclass

@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 
 from cloce.metrics import micro_prf
-from study.comparisons import (
+from study.reporting.comparisons import (
     comparison_numbers,
     comparison_seeds,
     comparison_table,

@@ -6,10 +6,8 @@ import pytest
 from cloce.config import TrainConfig
 from cloce.data.types import LabelMap
 from cloce.variants import VARIANTS
-from study.config import (
-    DEFAULT_SPACES, EXPERIMENTS_DIR, SearchSpace, StudyConfig, StudyConfigError, available_experiments,
-    experiment_path, load_study_config, parse_override,
-)
+from study.configuration.study_config import DEFAULT_SPACES, SearchSpace, StudyConfig, StudyConfigError
+from study.configuration.study_file import EXPERIMENTS_DIR, available_experiments, experiment_path, load_study_config, parse_override
 
 MINIMAL = """
 [study]

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from study.ledger import TrialLedger, code_version
+from study.driver.ledger import TrialLedger, code_version
 from tests.test_study_e2e import SCRIPT, study_env
 
 
@@ -85,7 +85,7 @@ def test_a_rerun_continues_from_the_results_file(tiny_semeval_dir, tiny_model_di
 
 
 def test_a_changed_experiment_does_not_reuse_old_records(tmp_path):
-    from study.config import load_study_config
+    from study.configuration.study_file import load_study_config
 
     base = decided(load_study_config("quick"))
     same = decided(load_study_config("quick", {"study.seeds": [1, 2], "train.num_threads": 2, "search.max_concurrent_trials": 1}))
@@ -105,7 +105,7 @@ def test_a_changed_experiment_does_not_reuse_old_records(tmp_path):
                                          {"train.fresh_head_init": "random"}, {"train.label_init": "role"},
                                          {"train.template": "role_of"}, {"train.mlm_adapt_head_only": True, "train.mlm_adapt_steps": 100}])
 def test_prompt_only_options_change_the_prompt_cells_only(prompt_only):
-    from study.config import load_study_config
+    from study.configuration.study_file import load_study_config
 
     base, adapted = decided(load_study_config("quick")), decided(load_study_config("quick", prompt_only))
     assert base.cell_fingerprint("finetune", 8) == adapted.cell_fingerprint("finetune", 8)
@@ -114,7 +114,7 @@ def test_prompt_only_options_change_the_prompt_cells_only(prompt_only):
 
 def test_how_the_trials_run_is_in_the_fingerprint_where_it_changes_numbers(monkeypatch):
     import cloce.runtime
-    from study.config import load_study_config
+    from study.configuration.study_file import load_study_config
 
     def fingerprint(native: bool = True, **overrides) -> str:
         monkeypatch.setattr(cloce.runtime, "bf16_native", lambda device_type: native)
@@ -133,7 +133,7 @@ def test_records_of_the_neutral_setup_keep_their_fingerprints(monkeypatch):
     from pathlib import Path
 
     import cloce.runtime
-    from study.config import load_study_config
+    from study.configuration.study_file import load_study_config
 
     monkeypatch.setattr(cloce.runtime, "bf16_native", lambda device_type: True)
     study = load_study_config("semeval_results")
@@ -143,7 +143,7 @@ def test_records_of_the_neutral_setup_keep_their_fingerprints(monkeypatch):
 
 
 def test_a_trial_record_says_how_the_trial_ran():
-    from study.trial import trial_record
+    from study.trial.trainable import trial_record
 
     record = trial_record({"final": 1, "world_size": 2, "bf16_active": 1}, {"seed": 1}, "prompt_ki", 8, "final")
     assert (record["world_size"], record["bf16_active"]) == (2, True)
@@ -151,7 +151,7 @@ def test_a_trial_record_says_how_the_trial_ran():
 
 
 def test_a_trial_record_carries_per_sentence_test_labels_and_the_direction_report():
-    from study.trial import trial_record
+    from study.trial.trainable import trial_record
 
     labels = {"gold": [0, 1, 2], "pred": [0, 2, 2], "no_relation_id": 0}
     metrics = {"final": 1, "test_micro_f1": 0.5, "test_labels_json": json.dumps(labels),

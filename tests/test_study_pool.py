@@ -1,4 +1,4 @@
-"""The study's pool (study/pool.py): cells side by side, a cell that depends on another waits
+"""The study's pool (study/driver/pool.py): cells side by side, a cell that depends on another waits
 for its search only, and the study-wide slot limit holds across cells. No Ray runtime."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 import pytest
 from ray.tune.search import Searcher
 
-from study.pool import CellLimiter, CellRunner, register_slots, slots_named
+from study.driver.pool import CellLimiter, CellRunner, register_slots, slots_named
 
 
 class Counting(Searcher):
@@ -126,7 +126,7 @@ def test_under_a_slot_limit_tune_keeps_no_idle_trial_process():
 
     from ray.tune.execution import tune_controller
 
-    from study.pool import no_idle_trial_actors
+    from study.ray_workarounds import no_idle_trial_actors
 
     # How TuneController.__init__ builds it (Ray 2.60): if that changes, the patch must follow.
     assert "_ObjectCache(may_keep_one=True)" in inspect.getsource(tune_controller.TuneController.__init__)
@@ -147,8 +147,8 @@ def test_a_study_with_a_slot_limit_runs_its_cells_without_idle_trial_processes(m
     """run_study_cells turns the patch on exactly when resources.max_running_trials is set."""
     from contextlib import contextmanager
 
-    from study import stages
-    from study.config_file import load_study_config
+    from study.driver import cells as stages
+    from study.configuration.study_file import load_study_config
 
     seen = []
 

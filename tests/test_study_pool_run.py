@@ -1,4 +1,4 @@
-"""A real study with every cell at once (study/pool.py): the study-wide limit holds, cells
+"""A real study with every cell at once (study/driver/pool.py): the study-wide limit holds, cells
 overlap, a cell on another cell's lr takes exactly the lr that cell chose (every one of its
 trials trains at it; it still searches the rest), and no cell's trials run under another
 cell's name (Tune's trainable registry is process-wide)."""

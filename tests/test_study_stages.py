@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 from ray.tune.schedulers import TrialScheduler
 
-from study.stages import OBJECTIVE, asha_scheduler
+from study.driver.cells import OBJECTIVE, asha_scheduler
 
 
 def feed(scheduler, trial, reports):
@@ -51,8 +51,8 @@ margin = 0.5
 def test_a_cell_with_nothing_to_search_has_no_search_space_and_its_fixed_values_reach_the_trials(tmp_path):
     from ray.tune.search.sample import Float
 
-    from study.config import load_study_config
-    from study.stages import search_space
+    from study.configuration.study_file import load_study_config
+    from study.driver.cells import search_space
 
     path = tmp_path / "fixed.toml"
     path.write_text(FIXED_LR)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from study.plots import plot_f1_vs_k, plot_learning_curves
-from study.tables import (
+from study.reporting.plots import plot_f1_vs_k, plot_learning_curves
+from study.reporting.tables import (
     best_epochs,
     best_epochs_display,
     epoch_table,
@@ -13,8 +13,8 @@ from study.tables import (
     fewshot_table,
     to_markdown,
     trial_frame,
-    write_tables,
 )
+from study.reporting.files import write_tables
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

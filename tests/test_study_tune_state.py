@@ -1,10 +1,10 @@
 """A cell whose saved Tune state a killed driver left empty or cut short is found before
-`Tuner.restore` accepts it, and set aside (study/tune_state.py)."""
+`Tuner.restore` accepts it, and set aside (study/driver/tune_state.py)."""
 from __future__ import annotations
 
 import json
 
-from study.tune_state import set_aside, unreadable_tune_state
+from study.driver.tune_state import set_aside, unreadable_tune_state
 
 
 def write_state(cell, experiment="{}", generator="{}", searcher=b"state"):

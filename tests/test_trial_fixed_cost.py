@@ -9,8 +9,9 @@ import pytest
 
 from cloce.state import final_state, load_train_state, save_train_state
 from cloce.train import train
-from study import phases, warm
-from study.checkpointing import CheckpointSchedule
+from study.trial import phases
+from study.trial import warm
+from study.trial.checkpoint_schedule import CheckpointSchedule
 from tests.test_train_loop import tiny_config, tiny_dataset
 
 

@@ -6,7 +6,7 @@ import json
 import math
 from pathlib import Path
 
-from study.worker import FINAL_FILE, read_summary, report_ended
+from study.trial.worker import FINAL_FILE, read_summary, report_ended
 
 
 class Reports:

@@ -1,0 +1,115 @@
+"""Where this study works around Ray's own design, in one place: each registry and each patch
+of a Ray internal, with why it exists. Ray is pinned (pyproject.toml); every patch has a test that
+fails when an upgrade moves what it patches (tests/test_ray_workarounds.py).
+
+Registries (driver process). Tune pickles a cell's searcher and limiter into the cell's experiment
+state (for `Tuner.restore`) and may unpickle or copy them: such an object cannot hold a lock, a
+thread's callback or another cell's live object, so it holds a name and finds the live object here.
+Patches. Tune's actor cache, Ray Train V2's default callbacks, and Tune's trainable registry.
+"""
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+
+class Registry:
+    """Live objects of this process by name, thread-safe (every cell's Tuner runs in its own thread)."""
+
+    def __init__(self, what: str):
+        self.what = what
+        self._lock = threading.Lock()
+        self._items: dict[str, Any] = {}
+
+    def put(self, name: str, item):
+        with self._lock:
+            self._items[name] = item
+            return item
+
+    def get(self, name: str):
+        with self._lock:
+            return self._items.get(name)
+
+    def get_or_put(self, name: str, item):
+        with self._lock:
+            return self._items.setdefault(name, item)
+
+
+# The study's slot pool (study/driver/pool.py: StudySlots), by study: searchers name it instead of holding its lock.
+SLOTS = Registry("study slots")
+# The limiter a cell's Tuner really uses (study/driver/pool.py: CellLimiter), by its searcher's publisher name.
+LIMITERS = Registry("cell limiters")
+# The searcher a cell's Tuner really uses (Tune may unpickle or copy it), by publisher name, for CellSearchSync.
+SEARCHERS = Registry("cell searchers")
+# The function that publishes a cell's choice to the cells that take its lr, by publisher name.
+PUBLISHERS = Registry("search publishers")
+
+
+# Tune's trainable registry is process-wide and not thread-safe.
+_TRAINABLE_REGISTRY_LOCK = threading.Lock()
+
+
+def register_cell_trainable(name: str, trainable) -> str:
+    """Tune registers a trainable process-wide under its __name__, and its registry is not
+    thread-safe: cells starting side by side under one name would run each other's trials, or
+    fail on a dict changed during iteration. Each cell registers its own name, one at a time,
+    and its Tuner is given that name."""
+    from ray import tune
+
+    with _TRAINABLE_REGISTRY_LOCK:
+        tune.register_trainable(name, trainable)
+    return name
+
+
+@contextmanager
+def no_idle_trial_actors(enabled: bool) -> Iterator[None]:
+    """While on, the Tuners of this process keep an ended trial's process only for a trial
+    already waiting for it.
+
+    Tune keeps one ended trial's process (its actor, with its CPUs) even when no trial waits
+    for it (`TuneController`'s `_ObjectCache(may_keep_one=True)`), for a trial its searcher
+    may suggest next. Under a study-wide slot limit that deadlocks: a cell whose search ended
+    keeps its idle process while another cell takes the slot it freed; that cell's trial waits
+    for CPUs the idle processes hold, and they wait for a slot. Seen on 2026-11-28:
+    scierc_protocol with 2 slots on 2 CPUs, two idle prompt_ki processes, nothing running
+    for minutes. Private Tune API, pinned Ray: tests/test_study_pool.py fails if it moves."""
+    if not enabled:
+        yield
+        return
+    from ray.tune.execution import tune_controller
+
+    keeping = tune_controller._ObjectCache
+
+    def letting_go(*args, **kwargs):  # TuneController passes may_keep_one=True itself
+        return keeping(*args, **(kwargs | {"may_keep_one": False}))
+
+    tune_controller._ObjectCache = letting_go
+    try:
+        yield
+    finally:
+        tune_controller._ObjectCache = keeping
+
+
+def lean_trainer_class(local_runtime: bool):
+    """TorchTrainer without the actors a cloce trial never uses: the Ray Data dataset manager
+    (no datasets are passed) and, on the study's own local runtime (which dies with the
+    driver), the placement-group cleaner. Each is one more Python process per trial; on the
+    2-core machine a trivial trial took 10.5 s stock vs 8.8-9.4 s lean, one at a time
+    (`python benchmarks/run.py --only ray_trivial`); two at a time, where the CPU is short,
+    the saving is larger (experiments/results/quick_default.md).
+    These callbacks are Ray internals (Ray is pinned): without them, the stock trainer."""
+    from ray.train.torch import TorchTrainer
+
+    try:
+        from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+        from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
+    except ImportError:
+        return TorchTrainer
+    unused = (DatasetsCallback, PlacementGroupCleanerCallback) if local_runtime else (DatasetsCallback,)
+
+    class LeanTorchTrainer(TorchTrainer):
+        def _create_default_callbacks(self):
+            return [cb for cb in super()._create_default_callbacks() if not isinstance(cb, unused)]
+
+    return LeanTorchTrainer if hasattr(TorchTrainer, "_create_default_callbacks") else TorchTrainer

@@ -1,0 +1,53 @@
+"""Each patch of a Ray internal in study/ray_workarounds.py fails a test here when a Ray upgrade
+moves what it patches (the actor cache's: tests/test_study_pool.py,
+test_no_idle_trial_actors_makes_the_controller_cache_let_go)."""
+from __future__ import annotations
+
+import inspect
+import threading
+
+
+def test_the_lean_trainer_drops_the_callbacks_a_cloce_trial_never_uses():
+    """Ray Train V2's `_create_default_callbacks` and the two internal callbacks it builds: if any
+    moves, lean_trainer_class would silently fall back to the stock trainer."""
+    from ray.train.torch import TorchTrainer
+    from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+    from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
+
+    from study.ray_workarounds import lean_trainer_class
+
+    assert hasattr(TorchTrainer, "_create_default_callbacks")
+    source = inspect.getsource(TorchTrainer._create_default_callbacks)
+    assert "DatasetsCallback" in source and "PlacementGroupCleanerCallback" in source
+    for local_runtime in (True, False):
+        lean = lean_trainer_class(local_runtime)
+        assert lean is not TorchTrainer and issubclass(lean, TorchTrainer)
+        assert "_create_default_callbacks" in vars(lean)
+    assert DatasetsCallback and PlacementGroupCleanerCallback
+
+
+def test_cells_register_their_trainables_one_at_a_time():
+    """Tune's trainable registry is process-wide (`tune.register_trainable` -> `_global_registry`)."""
+    from ray import tune
+    from ray.tune import registry
+
+    from study.ray_workarounds import register_cell_trainable
+
+    assert hasattr(registry, "_global_registry") and callable(tune.register_trainable)
+    names = []
+    threads = [threading.Thread(target=lambda i=i: names.append(register_cell_trainable(f"cloce_test_{i}", lambda c: None)))
+               for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(names) == [f"cloce_test_{i}" for i in range(4)]
+
+
+def test_a_registry_hands_back_the_live_object():
+    from study.ray_workarounds import Registry
+
+    registry = Registry("things")
+    thing = object()
+    assert registry.put("a", thing) is thing and registry.get("a") is thing
+    assert registry.get_or_put("a", object()) is thing and registry.get("b") is None
