@@ -236,9 +236,10 @@ def test_a_cancelled_study_takes_its_ray_along_and_resumes_in_a_new_job(slurm, t
     client, parents, children = runs(shared / "mlflow.db")
     assert len(parents) == 1
     keys = sorted(r.data.tags["cloce.trial_key"] for r in children)
-    # The unfinished cell's saved Tune state is judged unreadable on resume (study/tune_state.py
-    # reads the pickled search_gen_state-*.json as JSON; docs/cluster.md, section 8): that cell
-    # starts over and its search trials that had finished run again as new trials.
+    # A cancel that lands while Tune writes the unfinished cell's state can leave it torn (as a
+    # killed driver can, tests/test_study_e2e.py): that cell then starts over and its finished
+    # search trials run again as new trials. (Before study/driver/tune_state.py read the pickled
+    # search_gen_state-*.json as a pickle, every saved searcher looked torn: docs/cluster.md, 8.)
     torn = "Tune's saved state is unreadable" in log
     other = [r for r in before if f"/{first_cell}/" not in r.data.tags["cloce.trial_key"]
              and r.data.tags["cloce.trial_key"].startswith("search/")] if torn else []

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import json
 
+import ray.cloudpickle as cloudpickle
+
 from study.driver.tune_state import set_aside, unreadable_tune_state
 
 
-def write_state(cell, experiment="{}", generator="{}", searcher=b"state"):
+# Tune writes the generator's and the searcher's state with cloudpickle (the generator's file is named .json).
+WHOLE_PICKLE = cloudpickle.dumps({"counter": 1, "searcher_state": list(range(50))})
+
+
+def write_state(cell, experiment="{}", generator=WHOLE_PICKLE, searcher=WHOLE_PICKLE):
     cell.mkdir(parents=True, exist_ok=True)
     (cell / "experiment_state-2026-11-28_17-32-42.json").write_text(experiment)
-    (cell / "search_gen_state-2026-11-28_17-32-42.json").write_text(generator)
+    (cell / "search_gen_state-2026-11-28_17-32-42.json").write_bytes(generator)
     (cell / "searcher-state-2026-11-28_17-32-42.pkl").write_bytes(searcher)
 
 
@@ -20,12 +26,26 @@ def test_whole_state_files_are_readable(tmp_path):
 
 
 def test_an_empty_or_cut_short_state_file_is_named(tmp_path):
-    write_state(tmp_path / "empty", experiment="", generator="", searcher=b"")  # as the killed driver left it
+    write_state(tmp_path / "empty", experiment="", generator=b"", searcher=b"")  # as the killed driver left it
     assert unreadable_tune_state(tmp_path / "empty") == "experiment_state-2026-11-28_17-32-42.json is empty"
-    write_state(tmp_path / "cut", generator='{"counter": 1, "sear')
+    write_state(tmp_path / "cut", generator=WHOLE_PICKLE[:20])
     assert "search_gen_state-2026-11-28_17-32-42.json is cut short" in unreadable_tune_state(tmp_path / "cut")
     write_state(tmp_path / "pkl", searcher=b"")
     assert unreadable_tune_state(tmp_path / "pkl") == "searcher-state-2026-11-28_17-32-42.pkl is empty"
+    write_state(tmp_path / "cut_json", experiment='{"trial_data": [')
+    assert "experiment_state-2026-11-28_17-32-42.json is cut short" in unreadable_tune_state(tmp_path / "cut_json")
+
+
+def test_the_state_tune_really_writes_is_readable(tmp_path):
+    """A searcher's state as Ray's own _atomic_save writes it (cloudpickle, in a .json file)."""
+    from ray.tune.search.search_generator import SearchGenerator
+    from ray.tune.utils.util import _atomic_save
+
+    cell = tmp_path / "cell"
+    write_state(cell, json.dumps({"trial_data": []}))
+    name = SearchGenerator.CKPT_FILE_TMPL.format("2026-11-28_17-32-42")
+    _atomic_save(state={"counter": 2}, checkpoint_dir=str(cell), file_name=name, tmp_file_name=".tmp_gen")
+    assert unreadable_tune_state(cell) is None
 
 
 def test_only_the_newest_state_counts(tmp_path):

@@ -12,11 +12,22 @@ from pathlib import Path
 
 def state_file_patterns() -> tuple[str, ...]:
     """Tune's own state file names, from its classes: the newest of each is the one restored."""
+    return tuple(pattern for pattern, _ in state_files())
+
+
+def state_files() -> tuple[tuple[str, object], ...]:
+    """Each state file name and how Tune writes it: the controller's as JSON; the search
+    generator's and the searcher's with cloudpickle (`_atomic_save`), whatever their suffix
+    (the generator's file is named `.json`: read as JSON, every saved searcher looked cut
+    short, and every resumed cell searched again, issue 25's SLURM resume)."""
+    import ray.cloudpickle as cloudpickle
     from ray.tune.execution.tune_controller import TuneController
     from ray.tune.search.search_generator import SearchGenerator
     from ray.tune.search.searcher import Searcher
 
-    return tuple(owner.CKPT_FILE_TMPL.format("*") for owner in (TuneController, SearchGenerator, Searcher))
+    return ((TuneController.CKPT_FILE_TMPL.format("*"), lambda data: json.loads(data.decode())),
+            (SearchGenerator.CKPT_FILE_TMPL.format("*"), cloudpickle.loads),
+            (Searcher.CKPT_FILE_TMPL.format("*"), cloudpickle.loads))
 
 
 def unreadable_tune_state(cell_dir: str | Path) -> str | None:
@@ -25,18 +36,17 @@ def unreadable_tune_state(cell_dir: str | Path) -> str | None:
     directory = Path(cell_dir)
     if "://" in str(cell_dir) or not directory.is_dir():
         return None
-    for pattern in state_file_patterns():
+    for pattern, load in state_files():
         files = sorted(directory.glob(pattern))
         if not files:
             continue
         newest = files[-1]
         if newest.stat().st_size == 0:
             return f"{newest.name} is empty"
-        if newest.suffix == ".json":
-            try:
-                json.loads(newest.read_text())
-            except ValueError as err:
-                return f"{newest.name} is cut short ({err})"
+        try:
+            load(newest.read_bytes())
+        except Exception as err:  # a cut-short pickle raises anything from EOFError to UnpicklingError
+            return f"{newest.name} is cut short ({type(err).__name__}: {err})"
     return None
 
 
