@@ -42,11 +42,6 @@ class LoadedMaskedLM:
                              "call cloce.mlm_head.mlm_logits(model, head, states)")
         return self.head.parts[0]
 
-    def describe(self) -> str:
-        where = "+".join(self.head.parts)
-        return f"MLM head {where}: " + ("pre-trained (stored in the checkpoint)" if self.head_pretrained
-                                        else "fresh (the checkpoint stores none)")
-
 
 FreshHeadInit = Literal["identity", "random"]
 

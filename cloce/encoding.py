@@ -75,12 +75,10 @@ def word_pieces(tokenizer, sentences: Sequence[Sequence[str]]) -> list[tuple[Wor
     lead = " " if _marks_word_start_with_space(tokenizer) else ""
     texts, owners = [], []
     for sentence in sentences:
-        text, owner = lead, [-1] * len(lead)
+        owner = [-1] * len(lead)  # per character of the text: the word it belongs to, -1 a space
         for i, word in enumerate(sentence):
-            if i:
-                text, owner = text + " ", owner + [-1]
-            text, owner = text + word, owner + [i] * len(word)
-        texts.append(text)
+            owner += ([-1] if i else []) + [i] * len(word)
+        texts.append(lead + " ".join(sentence))
         owners.append(owner)
     batch = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
     result = []
@@ -101,8 +99,7 @@ def _owner_of(owner: list[int], start: int, end: int) -> int | None:
     for at in range(start, max(end, start + 1)):
         if at < len(owner) and owner[at] >= 0:
             return owner[at]
-    following = [w for w in owner[start:] if w >= 0]
-    return following[0] if following else None
+    return next((w for w in owner[start:] if w >= 0), None)
 
 
 def _marks_word_start_with_space(tokenizer) -> bool:

@@ -47,14 +47,14 @@ def type_counts(instances: Sequence[RelationInstance]) -> dict[str, Counter]:
 def type_prior_rows(embeddings: torch.nn.Embedding, tokenizer, counts: dict[str, Counter] | None) -> torch.Tensor:
     """The rows [sub] and [obj] start from: per role, the frequency-weighted mean of the type
     words' embeddings (a type word of several pieces: their mean). No counts: the generic type."""
+    from cloce.backbone import embedding_rows_from_names
+
     rows = []
     for role in ("head", "tail"):
         counter = (counts or {}).get(role) or Counter({GENERIC_TYPE: 1})
-        weighted = torch.zeros(embeddings.embedding_dim)
-        for entity_type, count in counter.items():
-            pieces = text_pieces(tokenizer, readable_type_name(entity_type)) or [tokenizer.unk_token_id]
-            weighted += count * embeddings.weight.detach()[pieces].mean(dim=0).float()
-        rows.append(weighted / sum(counter.values()))
+        words = embedding_rows_from_names(embeddings, tokenizer, [readable_type_name(t) for t in counter]).float()
+        weights = torch.tensor(list(counter.values()), dtype=torch.float32)
+        rows.append((weights[:, None] * words).sum(0) / weights.sum())
     return torch.stack(rows)
 
 

@@ -41,18 +41,14 @@ def _at(states: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     return states[torch.arange(states.size(0), device=states.device), positions]
 
 
-class PromptRelationModel(nn.Module):
-    """Encoder state at [MASK] -> MLM head transform -> scores of the soft-label tokens only.
+class MaskedLmModel(nn.Module):
+    """What the masked-LM classifiers share: the masked LM, its head, and the parameter sets
+    the contrastive step trains."""
 
-    The label tokens are rows of the (tied) word-embedding matrix, so the score is an MLM
-    decoder restricted to them: dot product with each label embedding plus its bias.
-    """
-
-    def __init__(self, mlm: nn.Module, head: MlmHead | str, label_token_ids: list[int]):
+    def __init__(self, mlm: nn.Module, head: MlmHead | str):
         super().__init__()
         self.mlm = mlm
         self.head = MlmHead((head,)) if isinstance(head, str) else head  # names only: see MlmHead
-        self.register_buffer("label_token_ids", torch.tensor(label_token_ids, dtype=torch.long), persistent=False)
 
     @property
     def head_name(self) -> str:
@@ -70,6 +66,18 @@ class PromptRelationModel(nn.Module):
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         return list(self.mlm.base_model.parameters())
+
+
+class PromptRelationModel(MaskedLmModel):
+    """Encoder state at [MASK] -> MLM head transform -> scores of the soft-label tokens only.
+
+    The label tokens are rows of the (tied) word-embedding matrix, so the score is an MLM
+    decoder restricted to them: dot product with each label embedding plus its bias.
+    """
+
+    def __init__(self, mlm: nn.Module, head: MlmHead | str, label_token_ids: list[int]):
+        super().__init__(mlm, head)
+        self.register_buffer("label_token_ids", torch.tensor(label_token_ids, dtype=torch.long), persistent=False)
 
     def forward(self, batch: dict[str, torch.Tensor], output: Output = "logits") -> torch.Tensor:
         if output == "embedding_mean":
@@ -118,7 +126,7 @@ class KnowPromptRelationModel(PromptRelationModel):
         return self.ke_weight * ke_loss(positive, negative)
 
 
-class PtrRelationModel(nn.Module):
+class PtrRelationModel(MaskedLmModel):
     """PTR: the MLM head at each of the prompt's [MASK]s; a class scores the sum over the masks
     of the log-probability of its word there, among that mask's candidate words; trained
     with the cross-entropy over classes plus the mean over masks of each mask's cross-entropy
@@ -126,24 +134,12 @@ class PtrRelationModel(nn.Module):
 
     def __init__(self, mlm: nn.Module, head: MlmHead | str, rows: tuple[tuple[int, ...], ...],
                  label_word: tuple[tuple[int, ...], ...]):
-        super().__init__()
-        self.mlm = mlm
-        self.head = MlmHead((head,)) if isinstance(head, str) else head  # names only: see MlmHead
+        super().__init__(mlm, head)
         for mask, mask_rows in enumerate(rows):
             self.register_buffer(f"rows_{mask}", torch.tensor(mask_rows, dtype=torch.long), persistent=False)
         self.n_masks = len(rows)
         # label_word[label][mask]: that label's word among mask's candidates
         self.register_buffer("label_word", torch.tensor(label_word, dtype=torch.long), persistent=False)
-
-    @property
-    def embeddings(self) -> nn.Module:
-        return self.mlm.base_model.embeddings
-
-    def embedding_parameters(self) -> list[nn.Parameter]:
-        return list(self.embeddings.parameters())
-
-    def encoder_parameters(self) -> list[nn.Parameter]:
-        return list(self.mlm.base_model.parameters())
 
     def mask_log_probs(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         """Per mask: [batch, candidates] log-probabilities of its candidate words."""

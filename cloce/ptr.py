@@ -24,7 +24,6 @@ from the labels and the training set when no file is given:
 """
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +32,8 @@ from typing import Sequence
 from cloce.data.types import DataError, LabelMap, RelationInstance
 from cloce.encoding import Encoded, SpecialLayout, TokenizedInstance, text_pieces
 from cloce.prompt import PromptTooLongError, sentence_pieces
-from cloce.vocab import GENERIC_TYPE, readable_label_name, readable_type_name
+from cloce.vocab import GENERIC_TYPE, label_roles, readable_label_name, readable_type_name
 
-_DIRECTED = re.compile(r"^([^-()]+)-([^-()]+)\((e1,e2|e2,e1)\)$")
 NO_RELATION_WORDS = ("nothing", ("has", "nothing", "to"), "nothing")  # PTR's SemEval `Other`
 PAD_WORD = "to"
 
@@ -76,7 +74,7 @@ class PtrRules:
 def derive_rules(label_map: LabelMap, train: Sequence[RelationInstance]) -> PtrRules:
     """The rules of the module docstring, from the labels and the (K-shot) training instances."""
     labels = label_map.labels
-    if all(_DIRECTED.match(label) or label == label_map.no_relation for label in labels):
+    if all(label_roles(label) or label == label_map.no_relation for label in labels):
         rows = [_role_rule(label, label == label_map.no_relation) for label in labels]
         return PtrRules(*(tuple(part) for part in zip(*rows)))
     names = {label: tuple(readable_label_name(label).split()) or ("relation",) for label in labels}
@@ -90,9 +88,7 @@ def derive_rules(label_map: LabelMap, train: Sequence[RelationInstance]) -> PtrR
 def _role_rule(label: str, no_relation: bool) -> tuple[str, tuple[str, ...], str]:
     if no_relation:
         return NO_RELATION_WORDS
-    first, second, order = _DIRECTED.match(label).groups()
-    head, tail = (first, second) if order == "e1,e2" else (second, first)
-    head, tail = readable_label_name(head), readable_label_name(tail)
+    head, tail = label_roles(label)
     return head, (head, "of", tail), tail
 
 

@@ -36,17 +36,25 @@ def readable_label_name(label: str) -> str:
 _DIRECTED = re.compile(r"^([^-()]+)-([^-()]+)\((e1,e2|e2,e1)\)$")
 
 
+def label_roles(label: str) -> tuple[str, str] | None:
+    """The head's and the tail's roles of a directed label: `Cause-Effect(e1,e2)` -> ("cause",
+    "effect"), `Cause-Effect(e2,e1)` -> ("effect", "cause"); None for a label without a direction."""
+    directed = _DIRECTED.match(label)
+    if not directed:
+        return None
+    first, second, order = directed.groups()
+    roles = (readable_label_name(first), readable_label_name(second))
+    return roles if order == "e1,e2" else roles[::-1]
+
+
 def role_label_name(label: str) -> str:
     """The head's role: `Cause-Effect(e1,e2)` -> "cause", `Cause-Effect(e2,e1)` -> "effect".
 
     The two directions start apart (a mean of the same word pieces cannot tell them apart);
     a label without a direction suffix (`Other`, `per:founded_by`) reads as readable_label_name.
     """
-    directed = _DIRECTED.match(label)
-    if not directed:
-        return readable_label_name(label)
-    first, second, order = directed.groups()
-    return readable_label_name(first if order == "e1,e2" else second)
+    roles = label_roles(label)
+    return roles[0] if roles else readable_label_name(label)
 
 
 LabelInit = Literal["name", "role"]

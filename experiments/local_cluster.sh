@@ -17,4 +17,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
-exec "${PYTHON:-python}" -m study.local_cluster_cli "$@"
+exec "${PYTHON:-python}" -m testbed.local_cluster "$@"

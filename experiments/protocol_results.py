@@ -91,12 +91,13 @@ FULL_CL_LR = Part("semeval_full_cl_lr", "cloce_d, cl_lr 1e-6", ("--variants", "c
 PARTS = {part.name: part for part in (MAIN, MAIN_K8, *OPTIONS, CLOCE_D_MARKERS, SCIERC, FULL_CL_LR)}
 
 
-def run_part(part: Part, tracking_uri: str | None) -> int:
+def run_part(part: Part, tracking_uri: str | None, wall_time: Path = WALL_TIME) -> int:
+    """Run one part's study; its wall time goes to `wall_time`, also when interrupted."""
     from benchmarks.fewshot_results import timed_part
 
     command = part.command(tracking_uri)
     print("$", " ".join(command), flush=True)
-    with timed_part(part.name, WALL_TIME):
+    with timed_part(part.name, wall_time):
         return subprocess.call(command, env=os.environ | {"OMP_NUM_THREADS": "1"}, cwd=REPO)
 
 

@@ -27,7 +27,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from experiments.protocol_results import Part, records  # noqa: E402
+from experiments.protocol_results import Part, records, run_part  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 WALL_TIME = REPO / "experiments" / "results" / "table3_wall_time.jsonl"  # one line per part run
@@ -44,17 +44,6 @@ PARTS = {part.name: part for part in (
 )}
 # Each CLoCE variant against each of the paper's three baselines (and KI, its own ablation).
 PAIRS = [(cloce, base) for cloce in ("cloce_s", "cloce_d") for base in ("finetune", "ptr", "knowprompt", "prompt_ki")]
-
-
-def run_part(part: Part, tracking_uri: str | None) -> int:
-    import subprocess
-
-    from benchmarks.fewshot_results import timed_part
-
-    command = part.command(tracking_uri)
-    print("$", " ".join(command), flush=True)
-    with timed_part(part.name, WALL_TIME):
-        return subprocess.call(command, env=os.environ | {"OMP_NUM_THREADS": "1"}, cwd=REPO)
 
 
 def with_variants(part: Part, variants: list[str] | None) -> Part:
@@ -77,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     failures = 0
     for name in args.only or list(PARTS):
-        failures += run_part(with_variants(PARTS[name], args.variants), args.tracking_uri) != 0
+        failures += run_part(with_variants(PARTS[name], args.variants), args.tracking_uri, WALL_TIME) != 0
     return 1 if failures else 0
 
 

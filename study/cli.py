@@ -61,16 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def overrides_from(args) -> dict:
     values = {
-        "study.data_dir": args.data_dir, "study.kshot_dir": args.kshot_dir, "study.model": args.model, "study.variants": args.variants,
+        # Trials run in other processes (other machines too) with another working directory.
+        "study.data_dir": absolute_if_local(args.data_dir), "study.kshot_dir": absolute_if_local(args.kshot_dir),
+        "study.model": absolute_if_local(args.model), "study.variants": args.variants,
         "study.ks": args.ks, "study.seeds": args.seeds, "search.num_samples": args.num_samples,
         "train.epochs": args.epochs, "resources.workers_per_trial": args.workers_per_trial,
         "resources.use_gpu": args.use_gpu, "search.max_concurrent_trials": args.max_concurrent_trials,
         "resources.max_running_trials": args.max_running_trials,
     }
-    # Trials run in other processes (other machines too) with another working directory.
-    values["study.data_dir"] = absolute_if_local(args.data_dir)
-    values["study.kshot_dir"] = absolute_if_local(args.kshot_dir)
-    values["study.model"] = absolute_if_local(args.model)
     overrides = {key: value for key, value in values.items() if value is not None}
     for text in args.set:
         key, value = parse_override(text)

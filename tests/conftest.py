@@ -115,6 +115,17 @@ def make_instance(id_: str, text: str, head: tuple[int, int], tail: tuple[int, i
     )
 
 
+@pytest.fixture(scope="session")
+def semeval():
+    """The shared SemEval copy ($CLOCE_DATA_DIR, else ../shared/datasets/semeval), read once."""
+    from cloce.data.dataset import default_data_dir, load_dataset
+
+    folder = default_data_dir()
+    if not (folder / "train.txt").is_file():
+        pytest.skip(f"SemEval not found at {folder}; set CLOCE_DATA_DIR to its folder")
+    return load_dataset(folder)
+
+
 @pytest.fixture
 def semeval_labels() -> LabelMap:
     return LabelMap.from_labels(["Other", "Cause-Effect(e1,e2)", "Cause-Effect(e2,e1)"])

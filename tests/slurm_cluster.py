@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from testbed.local_cluster.processes import free_ports
+
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "srun", "sacct", "scancel", "squeue", "scontrol", "sinfo")
 MARKER = "CLOCE_SLURM_ROOT"
@@ -43,18 +45,6 @@ def missing_slurm() -> str | None:
 
 def daemon(name: str) -> str:
     return shutil.which(name) or str(Path("/usr/sbin", name))
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports free right now (all bound at once, so they differ)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def process_environ(pid: int) -> bytes:

@@ -230,14 +230,6 @@ def test_default_data_dir_honours_the_environment(monkeypatch, tmp_path):
 
 # --- the shared SemEval copy -------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def semeval():
-    folder = default_data_dir()
-    if not (folder / "train.txt").is_file():
-        pytest.skip(f"SemEval not found at {folder}; set CLOCE_DATA_DIR to its folder")
-    return load_dataset(folder)
-
-
 def test_semeval_split_sizes(semeval):
     assert (len(semeval.train), len(semeval.val), len(semeval.test)) == (6507, 1493, 2717)
 

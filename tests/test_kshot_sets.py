@@ -6,22 +6,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cloce.config import ConfigError, DataConfig, TrainConfig
-from cloce.data import LabelMap, default_data_dir, load_dataset
+from cloce.config import ConfigError, TrainConfig
+from cloce.data import LabelMap, load_dataset
 from cloce.data.kshot_sets import k_shot_splits, read_kshot_folder
 from cloce.data.sampling import KShotError, draw_k_shot, knowprompt_k_shot, sample_k_shot
 from tests.conftest import make_instance
 
 # The lines KnowPrompt's own generate_k_shot.py writes for SemEval (the file says how it was made).
 REFERENCE = Path(__file__).parent / "data" / "knowprompt_semeval_kshot_lines.json"
-
-
-@pytest.fixture(scope="module")
-def semeval():
-    folder = default_data_dir()
-    if not (folder / "train.txt").exists():
-        pytest.skip(f"SemEval not found at {folder}; set CLOCE_DATA_DIR to its folder")
-    return load_dataset(folder)
 
 
 def test_knowprompt_sets_are_the_lines_its_script_writes_for_k_8_16_32_and_seeds_1_to_5(semeval):
@@ -110,4 +102,7 @@ def test_a_data_set_with_a_kshot_dir_trains_on_its_sets(tmp_path, tiny_semeval_d
     assert splits.sample.ids == ("train:11", "train:12", "train:13")
     with pytest.raises(Exception, match="K-shot folder not found"):
         load_dataset(tiny_semeval_dir, kshot_dir=tmp_path / "nowhere")
-    assert DataConfig(kshot_dir="x").kshot_dir == "x"
+    # `cloce train --kshot-dir` reaches the data config the run loads
+    from cloce.cli import build_parser
+    args = build_parser().parse_args(["train", "--data-dir", str(tiny_semeval_dir), "--kshot-dir", str(tmp_path / "kshot")])
+    assert k_shot_splits(load_dataset(args.data_dir, kshot_dir=args.kshot_dir), 16, 1).sample.ids == splits.sample.ids

@@ -8,8 +8,6 @@ from cloce.data import (
     KShotError,
     LabelMap,
     RelationInstance,
-    default_data_dir,
-    load_dataset,
     sample_k_shot,
 )
 
@@ -79,14 +77,6 @@ def test_to_json_records_what_was_drawn():
 
 
 # --- on SemEval's train split ------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def semeval():
-    folder = default_data_dir()
-    if not (folder / "train.txt").is_file():
-        pytest.skip(f"SemEval not found at {folder}; set CLOCE_DATA_DIR to its folder")
-    return load_dataset(folder)
-
 
 def test_semeval_16_shot_has_16_of_each_of_18_labels(semeval):
     sample = sample_k_shot(semeval.train, semeval.label_map, k=16, seed=1)

@@ -1,4 +1,4 @@
-"""The SLURM recipe (deploy/slurm/cloce_study.sbatch) on a real one-node SLURM started on this
+"""The SLURM recipe (deploy/slurm/cloce_study.sbatch) on a real SLURM (one node, and two slurmd on one machine) started on this
 machine (tests/slurm_cluster.py: munged, slurmctld and slurmd on free ports, stopped by process
 id): a job starts a Ray head with token auth inside an `srun` step, submits a tiny study as a
 Ray job and ends COMPLETED in `sacct`, its MLflow runs and table in place, no secret written
@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import os
 import shutil
 import sys
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.slurm_cluster import SlurmCluster, command_line, missing_slurm, new_root, process_environ
+from tests.test_study_e2e import child_runs
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "deploy" / "slurm" / "cloce_study.sbatch"
@@ -114,17 +114,6 @@ def text(path: Path) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
 
 
-def runs(db: Path):
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
-    experiment = client.get_experiment_by_name("cloce-quick")
-    found = client.search_runs([experiment.experiment_id], max_results=1000)
-    parents = [r for r in found if "mlflow.parentRunId" not in r.data.tags]
-    children = [r for r in found if "mlflow.parentRunId" in r.data.tags]
-    return client, parents, children
-
-
 def files_containing(root: Path, secret: bytes) -> list[str]:
     return [str(p) for p in root.rglob("*") if p.is_file() and not p.is_symlink() and secret in p.read_bytes()]
 
@@ -171,7 +160,7 @@ def test_a_tiny_study_runs_to_completed_with_token_auth(slurm, tiny_semeval_dir,
     assert "| prompt_ki |" in log  # the study's table, printed by its driver
 
     # Its MLflow runs and table.
-    client, parents, children = runs(shared / "mlflow.db")
+    client, parents, children = child_runs(shared / "mlflow.db")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     keys = sorted(r.data.tags["cloce.trial_key"] for r in children)
     assert len(keys) == 3 and len(set(keys)) == 3, keys  # 2 search trials + seed 2's final
@@ -222,7 +211,7 @@ def test_a_cancelled_study_takes_its_ray_along_and_resumes_in_a_new_job(slurm, t
     assert not job_processes(slurm, job_id), job_processes(slurm, job_id)
     assert not [pid for pid in running if Path(f"/proc/{pid}").exists() and command_line(pid) == running[pid]]
     print(output.read_text(errors="replace")[-2000:])
-    _, _, before = runs(shared / "mlflow.db")
+    _, _, before = child_runs(shared / "mlflow.db")
     kept = {r.data.tags["cloce.trial_key"]: r.info.run_id for r in before
             if f"/{first_cell}/" in r.data.tags["cloce.trial_key"]}
     assert len(kept) == 3, kept
@@ -233,7 +222,7 @@ def test_a_cancelled_study_takes_its_ray_along_and_resumes_in_a_new_job(slurm, t
     print(f"{slurm.sacct(resumed_id)}\n{log[-3000:]}")
     assert state == "COMPLETED", log[-6000:]
     assert f"[resume] {first_cell} K=2: already finished, not re-run" in log
-    client, parents, children = runs(shared / "mlflow.db")
+    client, parents, children = child_runs(shared / "mlflow.db")
     assert len(parents) == 1
     keys = sorted(r.data.tags["cloce.trial_key"] for r in children)
     # A cancel that lands while Tune writes the unfinished cell's state can leave it torn (as a
@@ -288,7 +277,7 @@ def test_on_two_nodes_a_worker_joins_the_head_and_trains_too(tiny_semeval_dir, t
         # (srun names the log after the host, here the same machine for both nodes)
         worker_logs = list((shared / "slurm" / f"job-{job_id}").glob("ray-worker-*.log"))
         assert len(worker_logs) == 1 and "Ray runtime started" in text(worker_logs[0]), worker_logs
-        _, parents, children = runs(shared / "mlflow.db")
+        _, parents, children = child_runs(shared / "mlflow.db")
         assert len(children) == 3 and all(r.info.status == "FINISHED" for r in children)
         nodes = {r.data.tags["cloce.trial_key"]: r.data.tags.get("node") for r in children}
         print(f"trials per node: {nodes}")

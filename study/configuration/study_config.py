@@ -122,11 +122,14 @@ class StudyConfig:
     requires_data_dir: bool = False  # the data has no default location: --data-dir is mandatory
     kshot_dir: str | None = None  # ready-made K-shot sets (cloce/data/kshot_sets.py); relative: as data_dir
 
+    @property
+    def kshot_sampler(self) -> str:
+        """[train]'s K-shot sampler, one for every trial (no search or cell sets it)."""
+        return str(self.train.get("kshot_sampler", TrainConfig.kshot_sampler))
+
     def kshot_sets(self) -> str:
         """Which K-shot sets the study's trials train on, as its tables and runs name them."""
-        if self.kshot_dir:
-            return f"folder {self.kshot_dir}"
-        return str(self.train.get("kshot_sampler", TrainConfig.kshot_sampler))
+        return f"folder {self.kshot_dir}" if self.kshot_dir else self.kshot_sampler
 
     def with_label_decisions(self, label_map) -> "StudyConfig":
         """`train.sentence_markers` left to the data (unset) decided by its labels, as each trial

@@ -33,13 +33,12 @@ def preflight(study: StudyConfig, study_dir: Path):
     if study.requires_data_dir and not study.data_dir:
         raise StudyError(f"experiment {study.name!r} needs its data set: pass --data-dir DIR "
                          "(TACRED-style train.json/dev.json/test.json)")
-    data = study.data_config()
     try:
         dataset = study_dataset(study)
         for k in (k for k in study.ks if k):  # a class smaller than K fails for every seed alike
             # A ready-made folder must hold every (K, seed) the study trains on.
             for seed in sorted({*study.seeds, study.search.search_seed}) if dataset.kshot_dir else [study.search.search_seed]:
-                k_shot_splits(dataset, k, seed, study.train_config(study.variants[0], k, seed).kshot_sampler)
+                k_shot_splits(dataset, k, seed, study.kshot_sampler)
     except (DataError, KShotError, ValueError) as err:
         raise StudyError(str(err)) from None
     try:
@@ -254,6 +253,5 @@ def kshot_ids(study: StudyConfig) -> dict:
         if k == 0:
             continue
         for seed in sorted({*study.seeds, study.search.search_seed}):
-            sampler = study.train_config(study.variants[0], k, seed).kshot_sampler
-            samples[f"K{k}-seed{seed}"] = list(k_shot_splits(dataset, k, seed, sampler).sample.ids)
+            samples[f"K{k}-seed{seed}"] = list(k_shot_splits(dataset, k, seed, study.kshot_sampler).sample.ids)
     return {"kshot_sets": study.kshot_sets(), "samples": samples}

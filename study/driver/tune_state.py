@@ -10,13 +10,9 @@ import shutil
 import time
 from pathlib import Path
 
-def state_file_patterns() -> tuple[str, ...]:
-    """Tune's own state file names, from its classes: the newest of each is the one restored."""
-    return tuple(pattern for pattern, _ in state_files())
-
-
 def state_files() -> tuple[tuple[str, object], ...]:
-    """Each state file name and how Tune writes it: the controller's as JSON; the search
+    """Tune's own state file names, from its classes (the newest of each is the one restored),
+    and how Tune writes each: the controller's as JSON; the search
     generator's and the searcher's with cloudpickle (`_atomic_save`), whatever their suffix
     (the generator's file is named `.json`: read as JSON, every saved searcher looked cut
     short, and every resumed cell searched again, issue 25's SLURM resume)."""

@@ -20,7 +20,6 @@ trials show up as "missing" cells and short seed counts, never as errors.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import polars as pl
 
