@@ -8,7 +8,7 @@ study's progress line `start`) until the trial ends (`done` / `FAILED`): the tri
 process start-up counts as busy. Beside it, `training_*` counts only the span of each
 trial's MLflow child run (created once the trial's process is up, ended after its last report).
 
-    python benchmarks/run.py --only pool        # ~10 minutes on 2 cores
+    python -m benchmarks.run --only pool        # ~10 minutes on 2 cores
 """
 from __future__ import annotations
 

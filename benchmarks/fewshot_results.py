@@ -1,7 +1,7 @@
 """The few-shot results table (issue 5), produced by the study system, plus its peer:
 
-    python benchmarks/fewshot_results.py             # hours on 2 cores; re-run to continue
-    python benchmarks/fewshot_results.py --report    # only rewrite docs/results.md
+    python -m benchmarks.fewshot_results             # hours on 2 cores; re-run to continue
+    python -m benchmarks.fewshot_results --report    # only rewrite docs/results.md
 
 Parts, in this order, each continuing from its results file under benchmarks/results/
 (JSONL, one finished trial per line; commit them as they grow and a later run, on any
@@ -24,8 +24,6 @@ import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

@@ -135,7 +135,7 @@ def render(fewshot_file: Path, peer_file: Path, full_file: Path, check_fingerpri
     parts = [
         "# Few-shot results on SemEval-2010 Task 8",
         "",
-        "Produced by `python benchmarks/fewshot_results.py` (the study system, experiment "
+        "Produced by `python -m benchmarks.fewshot_results` (the study system, experiment "
         "`semeval_results`; see its header for the budget and what it trades) from the results files in "
         "`benchmarks/results/`; this page is rewritten from them (`--report`). Test micro-F1 excludes `Other`; "
         "macro-F1 is SemEval's official score (9 directed relation types, `Other` excluded); mean ± sample std "

@@ -1,7 +1,7 @@
 """All benchmarks, side by side on this machine, into benchmarks/RESULTS.md (+ results.json).
 
-    python benchmarks/run.py            # ~25 minutes on 2 cores; run it on a quiet machine
-    python benchmarks/run.py --only ce_pass predict
+    python -m benchmarks.run            # ~25 minutes on 2 cores; run it on a quiet machine
+    python -m benchmarks.run --only ce_pass predict
 
 Every figure is a ratio of two contenders measured in the same run, interleaved (absolute
 times are context only: this machine is noisy). A benchmark that fails is reported as
@@ -20,8 +20,6 @@ import time
 import traceback
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -125,7 +123,7 @@ def main(argv=None) -> int:
             traceback.print_exc()
         print(f"  {results[key]}", flush=True)
         results_file.write_text(json.dumps(results, indent=1))
-        write_report(results, started, time.perf_counter() - begin, " ".join(["python benchmarks/run.py", *(argv or sys.argv[1:])]))
+        write_report(results, started, time.perf_counter() - begin, " ".join(["python -m benchmarks.run", *(argv or sys.argv[1:])]))
     print((HERE / "RESULTS.md").read_text())
     print("Ray vs in-process (5) and a study's peak RSS need a quiet machine for ~10 minutes: --only ray_study ray_study_local ray_trivial")
     return 0

@@ -6,7 +6,7 @@
   10. the study driver (and its local Ray) is SIGKILLed once the first cell is finished:
       `--resume` finishes the study; no finished trial re-runs; one MLflow run per trial.
 
-    python experiments/kill_and_resume.py     # ~10 minutes on 2 cores; writes results/kill_and_resume.md
+    python -m experiments.kill_and_resume     # ~10 minutes on 2 cores; writes results/kill_and_resume.md
 
 The counts of MLflow runs before and after the resume go to the results file.
 """
@@ -86,7 +86,7 @@ def main() -> int:
     lines = [
         "# Kill tests on the default backbone (reliability cases 9 and 10)",
         "",
-        f"Command: `python experiments/kill_and_resume.py` (study: finetune + cloce_s, K=8, seeds 1-2, 2 search "
+        f"Command: `python -m experiments.kill_and_resume` (study: finetune + cloce_s, K=8, seeds 1-2, 2 search "
         f"trials, 2 epochs, 300 test sentences; CLOCE_FAULTS=`{FAULTS}`); {time.strftime('%Y-%m-%d')}, "
         f"{os.cpu_count()} CPUs.",
         "",

@@ -1,9 +1,9 @@
 """Issue 16's runs: the paper's few-shot protocol at a budget that does not bind, and what
 fixes the prompt variants' direction errors, all through the study system.
 
-    python experiments/protocol_results.py                  # every part still missing, in order
-    python experiments/protocol_results.py --only direction_markers mlm_head_only
-    python experiments/protocol_results.py --report         # docs/results.md's section from the results files
+    python -m experiments.protocol_results                  # every part still missing, in order
+    python -m experiments.protocol_results --only direction_markers mlm_head_only
+    python -m experiments.protocol_results --report         # docs/results.md's section from the results files
 
 Each part is one study with its own results file under experiments/results/ (JSONL, one
 finished trial per line): re-running continues where a part stopped, on any machine, so the
@@ -31,8 +31,6 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
@@ -119,7 +117,7 @@ def report() -> str:
     ks = sorted({r["k"] for r in main}) or [16]
     variants = ["finetune", "prompt_ki", "cloce_s", "cloce_d"]
     lines = [f"{SECTION}{' and K=8' if 8 in ks else ''}: 20 epochs, 1,000 val sentences (issue 16)", "",
-             "Produced by `python experiments/protocol_results.py` (parts and protocol in its docstring and "
+             "Produced by `python -m experiments.protocol_results` (parts and protocol in its docstring and "
              "`experiments/semeval_protocol.toml`); `--report` rewrites this section from "
              "`experiments/results/*.jsonl`. Test on all 2,717 test sentences at the best val epoch; "
              "micro-F1 excludes `Other`; mean ± sample std over the seeds that finished. "

@@ -205,7 +205,7 @@ def test_the_study_files_ship_as_package_data_and_no_script_edits_sys_path():
     assert pyproject["scripts"]["cloce-study"] == "study.cli:main"
     data = tomllib.loads(PYPROJECT.read_text())["tool"]["setuptools"]["package-data"]
     assert "experiments/*.toml" in data["study"] and "semeval.tar.xz" in data["study.datasets"]
-    editing = [str(p.relative_to(REPO)) for top in ("cloce", "study", "testbed") for p in (REPO / top).rglob("*.py")
+    editing = [str(p.relative_to(REPO)) for top in ("cloce", "study", "testbed", "experiments", "benchmarks") for p in (REPO / top).rglob("*.py")
                if "sys.path.insert" in p.read_text()]
     assert not editing, f"scripts that edit sys.path: {editing}"
 
