@@ -27,7 +27,7 @@ SLOTS = 16
 def tiny_study_inputs(directory: Path) -> tuple[Path, Path]:
     """A tiny random BERT with the bundled tokenizer, and SemEval with every train sentence
     (K-shot samples need them) and slices of val and test: the local cluster's own."""
-    from testbed.tiny_inputs import make_semeval_slice, make_tiny_model
+    from tests.support.tiny_inputs import make_semeval_slice, make_tiny_model
 
     return Path(make_tiny_model(directory / "tiny_bert")), Path(make_semeval_slice(directory / "semeval"))
 
