@@ -8,7 +8,7 @@ from experiments.table3_results import PAIRS, PAPER_ROWS, PARTS, READING, REPORT
 
 
 def section() -> str:
-    from benchmarks.results_report import provenance, wall_time
+    from experiments.results_report import provenance, wall_time
     from study.reporting.comparisons import comparison_table
     from study.reporting.tables import best_epochs_display, fewshot_table, to_markdown
 
