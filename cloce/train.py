@@ -268,7 +268,7 @@ def encode_by_length(model, pipeline, instances: list[TokenizedInstance], output
                      chunk_size: int) -> torch.Tensor:
     """The model's `output` for each instance, in their order, encoded in length-sorted chunks:
     one batch of all a step's anchors and partners would pad ~30 sentences to the longest
-    (benchmarks/RESULTS.md, 2). The chunks share one autograd graph, so a single backward
+    (benchmarks/results/RESULTS.md, 2). The chunks share one autograd graph, so a single backward
     gives the same gradient."""
     encoded = pipeline.encode(instances)
     collate = Collator(pipeline.tokenizer.pad_token_id)
