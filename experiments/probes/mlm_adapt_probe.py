@@ -1,4 +1,4 @@
-"""MLM adaptation probe (issue 5): python -m experiments.mlm_adapt_probe adapt STEPS [LR] | run VARIANT K LR EPOCHS [STEPS] [ADAPT_LR]"""
+"""MLM adaptation probe (issue 5): python -m experiments.probes.mlm_adapt_probe adapt STEPS [LR] | run VARIANT K LR EPOCHS [STEPS] [ADAPT_LR]"""
 import json, os, sys, time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("CLOCE_CACHE_DIR", os.path.expanduser("~/.cache/cloce"))

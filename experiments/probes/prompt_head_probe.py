@@ -1,6 +1,6 @@
 """Prompt-head probe (issue 5): does the fresh [MASK] head learn too slowly at the encoder's lr?
 
-    python -m experiments.prompt_head_probe VARIANT K LR EPOCHS HEAD_LR_SCALE [SEED]
+    python -m experiments.probes.prompt_head_probe VARIANT K LR EPOCHS HEAD_LR_SCALE [SEED]
 
 Trains one run like a `semeval_results` trial (batch 8, 300 val sentences, bf16) with the
 parameters outside the encoder (the MLM head transform and bias / the marker classifier) at
