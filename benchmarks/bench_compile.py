@@ -54,7 +54,8 @@ def epoch_eager_vs_compiled(variant: str, warmup_batches: int = 3, sentences: in
     from cloce.encoding import Collator, EncodedSplit
     from cloce.pipeline import build_pipeline, type_vocabulary
     from cloce.runtime import Runtime
-    from cloce.train import adamw, compile_encoder, linear_warmup_decay
+    from cloce.optim import linear_warmup_decay, model_adamw
+    from cloce.train import compile_encoder
     from cloce.variants import get_variant
 
     device = device or torch.device("cpu")
@@ -71,7 +72,7 @@ def epoch_eager_vs_compiled(variant: str, warmup_batches: int = 3, sentences: in
                                              generator=torch.Generator().manual_seed(1))
         batches = [{k: v.to(device) for k, v in batch.items()} for batch in loader]
         model = pipeline.model.to(device)
-        optimizer = adamw(model, config.lr, config.weight_decay)
+        optimizer = model_adamw(model, config.lr, config.weight_decay)
         scheduler = linear_warmup_decay(optimizer, len(batches) + warmup_batches, config.warmup_ratio)
         if compiled:
             compile_encoder(model)

@@ -8,7 +8,7 @@ study's progress line `start`) until the trial ends (`done` / `FAILED`): the tri
 process start-up counts as busy. Beside it, `training_*` counts only the span of each
 trial's MLflow child run (created once the trial's process is up, ended after its last report).
 
-    python benchmarks/run.py --only pool        # ~10 minutes on 2 cores
+    python -m benchmarks.run --only pool        # ~10 minutes on 2 cores
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ SLOTS = 16
 def tiny_study_inputs(directory: Path) -> tuple[Path, Path]:
     """A tiny random BERT with the bundled tokenizer, and SemEval with every train sentence
     (K-shot samples need them) and slices of val and test: the local cluster's own."""
-    from testbed.tiny_inputs import make_semeval_slice, make_tiny_model
+    from tests.support.tiny_inputs import make_semeval_slice, make_tiny_model
 
     return Path(make_tiny_model(directory / "tiny_bert")), Path(make_semeval_slice(directory / "semeval"))
 

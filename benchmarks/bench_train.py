@@ -13,7 +13,8 @@ from torch.nn import functional as F
 from benchmarks.common import BATCH, alternate, prepare, timed
 from cloce.config import TrainConfig
 from cloce.runtime import Runtime
-from cloce.train import adamw, classification_pass, linear_warmup_decay, train
+from cloce.optim import linear_warmup_decay, model_adamw
+from cloce.train import classification_pass, train
 
 
 def ce_pass_vs_bare_loop(k: int = 16, rounds: int = 3) -> dict:
@@ -26,7 +27,7 @@ def ce_pass_vs_bare_loop(k: int = 16, rounds: int = 3) -> dict:
 
     def cloce_pass() -> float:
         model.load_state_dict(initial)
-        optimizer = adamw(model, config.lr, config.weight_decay)
+        optimizer = model_adamw(model, config.lr, config.weight_decay)
         scheduler = linear_warmup_decay(optimizer, len(batches), config.warmup_ratio)
         return samples / timed(lambda: classification_pass(model, batches, optimizer, scheduler, config, Runtime()))
 

@@ -24,8 +24,6 @@ import threading
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -65,7 +63,8 @@ def ce_pass_vs_trainer(args, device: torch.device) -> dict:
 
     from cloce.config import TrainConfig
     from cloce.runtime import Runtime
-    from cloce.train import adamw, classification_pass, linear_warmup_decay
+    from cloce.optim import linear_warmup_decay, model_adamw
+    from cloce.train import classification_pass
 
     _, pipeline, split, batches, collate = setup(args)
     model = pipeline.model.to(device)
@@ -77,7 +76,7 @@ def ce_pass_vs_trainer(args, device: torch.device) -> dict:
     def cloce_pass() -> float:
         model.load_state_dict(initial)
         loader = DataLoader(split, batch_sampler=batches, collate_fn=collate)
-        optimizer = adamw(model, config.lr, config.weight_decay)
+        optimizer = model_adamw(model, config.lr, config.weight_decay)
         scheduler = linear_warmup_decay(optimizer, args.epochs * len(batches), config.warmup_ratio)
         sync(device)
         began = time.perf_counter()

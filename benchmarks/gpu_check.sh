@@ -10,4 +10,4 @@ export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 if [[ " $* " != *" --dry-run "* ]]; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || { echo "no GPU: use --dry-run" >&2; exit 2; }
 fi
-exec timeout 470 "$PYTHON" benchmarks/gpu_check.py "$@"
+exec timeout 470 "$PYTHON" -m benchmarks.gpu_check "$@"

@@ -1,7 +1,7 @@
-"""All benchmarks, side by side on this machine, into benchmarks/RESULTS.md (+ results.json).
+"""All benchmarks, side by side on this machine, into benchmarks/results/RESULTS.md (+ results.json).
 
-    python benchmarks/run.py            # ~25 minutes on 2 cores; run it on a quiet machine
-    python benchmarks/run.py --only ce_pass predict
+    python -m benchmarks.run            # ~25 minutes on 2 cores; run it on a quiet machine
+    python -m benchmarks.run --only ce_pass predict
 
 Every figure is a ratio of two contenders measured in the same run, interleaved (absolute
 times are context only: this machine is noisy). A benchmark that fails is reported as
@@ -20,12 +20,11 @@ import time
 import traceback
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"  # what a run writes: RESULTS.md (the table) and results.json (the figures)
 
 
 def benchmarks() -> dict:
@@ -104,14 +103,14 @@ def write_report(results: dict, started: str, seconds: float, command: str) -> N
     notes = HERE / "readings.md"  # hand-written readings of the figures, kept across re-runs
     if notes.exists():
         lines += ["", notes.read_text().rstrip()]
-    (HERE / "RESULTS.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / "RESULTS.md").write_text("\n".join(lines) + "\n")
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="+", choices=list(benchmarks()), help="run these benchmarks only")
     args = parser.parse_args(argv)
-    results_file = HERE / "results.json"
+    results_file = RESULTS / "results.json"
     results = json.loads(results_file.read_text()) if args.only and results_file.exists() else {}
     started, begin = time.strftime("%Y-%m-%d %H:%M"), time.perf_counter()
     for key, (title, run) in benchmarks().items():
@@ -125,8 +124,8 @@ def main(argv=None) -> int:
             traceback.print_exc()
         print(f"  {results[key]}", flush=True)
         results_file.write_text(json.dumps(results, indent=1))
-        write_report(results, started, time.perf_counter() - begin, " ".join(["python benchmarks/run.py", *(argv or sys.argv[1:])]))
-    print((HERE / "RESULTS.md").read_text())
+        write_report(results, started, time.perf_counter() - begin, " ".join(["python -m benchmarks.run", *(argv or sys.argv[1:])]))
+    print((RESULTS / "RESULTS.md").read_text())
     print("Ray vs in-process (5) and a study's peak RSS need a quiet machine for ~10 minutes: --only ray_study ray_study_local ray_trivial")
     return 0
 

@@ -100,7 +100,7 @@ class TrainConfig:
     num_threads: int | None = None  # CPU threads; None: all cores
     # torch.compile of the encoder (dynamic shapes: batches are padded to their own length).
     # Off by default: on this 2-core CPU a K=16 trial is slower compiled, the compile time
-    # counted (benchmarks/RESULTS.md, rows 1 and 3).
+    # counted (benchmarks/results/RESULTS.md, rows 1 and 3).
     compile: bool = False
 
     def __post_init__(self) -> None:

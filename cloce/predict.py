@@ -9,7 +9,7 @@ from cloce.checkpoint import load_checkpoint
 from cloce.data.readers import read_records
 from cloce.encoding import EncodedSplit
 from cloce.runtime import Runtime, pick_device
-from cloce.train import predict_split
+from cloce.inference import predict_split
 
 
 def predict_file(checkpoint: str | Path, input_path: str | Path, output_path: str | Path | None,

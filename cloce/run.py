@@ -13,7 +13,8 @@ from cloce.config import DataConfig, TrainConfig
 from cloce.data.dataset import load_dataset
 from cloce.metrics import format_report
 from cloce.runtime import Runtime
-from cloce.train import EpochCallback, TrainResult, train
+from cloce.records import EpochCallback, TrainResult
+from cloce.train import train
 
 
 def check_writable(directory: str | Path, min_free_bytes: int = 0) -> Path:

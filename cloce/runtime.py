@@ -104,3 +104,12 @@ class Runtime:
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The model inside a DistributedDataParallel wrapper, for saving and evaluation."""
     return getattr(model, "module", model)
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast when asked for and the device computes bf16 natively; fp32 otherwise."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16_active(device, enabled))

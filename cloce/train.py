@@ -1,7 +1,8 @@
 """The training loop: per epoch the cross-entropy pass, then (CLoCE) the contrastive step,
 then validation; the best-validation epoch is kept and tested once.
 
-Read `train()` top to bottom; the passes it calls are below it.
+Read `train()` top to bottom; the passes it calls are below it. What it reports is in
+cloce/records.py, resume in cloce/resume.py, inference in cloce/inference.py.
 """
 from __future__ import annotations
 
@@ -9,8 +10,7 @@ import copy
 import math
 import random
 import time
-from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -18,78 +18,31 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from cloce import optim
-from cloce.optim import model_adamw as adamw  # a module global: experiments/prompt_head_probe.py swaps it
 from cloce.batching import STAND_IN, GlobalBatchSampler, global_batch_sizes, share_weight, worker_share
 from cloce.config import TrainConfig
 from cloce.contrastive import PairSet, build_contrastive_pairs
 from cloce.data.dataset import Dataset
 from cloce.data.types import LabelMap
 from cloce.data.kshot_sets import k_shot_splits
-from cloce.data.sampling import KShotSample, draw_k_shot, fixed_subset
+from cloce.data.sampling import draw_k_shot, fixed_subset
 from cloce.encoding import Collator, EncodedSplit, TokenizedInstance
+from cloce.inference import evaluate_split
 from cloce.knowprompt import type_counts
 from cloce.ptr import PtrRules, derive_rules, read_rules_file
 from cloce.losses import BoundedMargin, contrastive_margin_loss
-from cloce.metrics import Evaluation, evaluate, has_directed_labels
+from cloce.metrics import Evaluation
 from cloce.mlm_adapt import AdaptedBackbone, MlmAdaptConfig, adapt_backbone
-from cloce.pipeline import RelationPipeline, build_pipeline, type_vocabulary
-from cloce.runtime import Runtime, bf16_active, pick_device, seed_everything, set_threads, unwrap
+from cloce.optim import contrastive_optimizer, linear_warmup_decay
+from cloce.pipeline import build_pipeline, type_vocabulary
+from cloce.records import EpochCallback, EpochRecord, TrainResult
+from cloce.resume import restore_state, take_state
+from cloce.runtime import Runtime, autocast, bf16_active, pick_device, seed_everything, set_threads, to_device, unwrap
+from cloce.sentence_markers import sentence_markers_for
 from cloce.state import TrainState
 from cloce.variants import Variant, get_variant
 
-
 class NonFiniteLossError(RuntimeError):
     """A NaN or infinite loss: the run stops instead of training on garbage."""
-
-
-@dataclass
-class EpochRecord:
-    epoch: int
-    train_loss: float
-    val_micro_f1: float
-    val_macro_f1_semeval: float | None
-    val_accuracy: float | None = None  # the paper's Figure 3 plots it; None in older histories
-    cl_loss: float | None = None
-    pairs: dict[str, int] = field(default_factory=dict)
-    margin: float | None = None
-    seconds: float = 0.0
-    ce_seconds: float = 0.0
-    cl_seconds: float = 0.0
-    val_seconds: float = 0.0
-    train_samples_per_s: float = 0.0
-
-    def metrics(self) -> dict[str, float]:
-        """Flat numeric metrics, as trackers want them."""
-        flat = {k: v for k, v in vars(self).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        flat.update({k: float(v) for k, v in self.pairs.items()})
-        return flat
-
-
-class EpochCallback(Protocol):
-    """Called after every epoch's validation (the study system reports to Ray from here).
-
-    `snapshot()` returns the full TrainState to continue from this epoch; it copies the
-    weights, so only a callback that checkpoints should call it.
-    """
-
-    def on_epoch_end(
-        self, record: EpochRecord, pipeline: RelationPipeline, is_best: bool, snapshot: Callable[[], TrainState]
-    ) -> None: ...
-
-
-@dataclass
-class TrainResult:
-    config: TrainConfig
-    pipeline: RelationPipeline
-    sample: KShotSample | None
-    history: list[EpochRecord]
-    best_epoch: int
-    best_val: Evaluation
-    test: Evaluation | None
-    test_predictions: list[int]
-    mlm_adapt: AdaptedBackbone | None = None  # the adapted backbone the prompt variant loaded, if any
-    bf16_active: bool = False  # bf16 autocast really ran (config.bf16 asks; the device decides)
-    test_gold: list[int] = field(default_factory=list)  # gold label ids, in test_predictions' order
 
 
 def train(
@@ -144,7 +97,7 @@ def train(
     if config.compile:
         compile_encoder(pipeline.model)
     model = runtime.model_to_device(pipeline.model)
-    ce_optimizer = adamw(unwrap(model), config.lr, config.weight_decay, word_lr=word_lr(config, variant))
+    ce_optimizer = optim.model_adamw(unwrap(model), config.lr, config.weight_decay, word_lr=word_lr(config, variant))
     steps = config.epochs * math.ceil(len(train_tokens) / config.batch_size)  # global batches: any worker count
     scheduler = linear_warmup_decay(ce_optimizer, steps, config.warmup_ratio)
     margin = None
@@ -208,17 +161,6 @@ def train(
                        test_gold=[item.label for item in test_split.items] if test_split is not None else [])
 
 
-def sentence_markers_for(config: TrainConfig, label_map: LabelMap) -> bool:
-    """The config's choice, else `markers_by_default`."""
-    return config.sentence_markers if config.sentence_markers is not None else markers_by_default(label_map)
-
-
-def markers_by_default(label_map: LabelMap) -> bool:
-    """On exactly for directed labels (SemEval's): there the unmarked sentence leaves the [MASK]
-    state to work out which entity is the head (README: what the markers gave)."""
-    return has_directed_labels(label_map.labels)
-
-
 def ptr_rules_for(config: TrainConfig, label_map: LabelMap, train_instances) -> PtrRules:
     """The rules file's, else derived from the labels and the K-shot set (cloce/ptr.py)."""
     if config.ptr_rules_file:
@@ -244,53 +186,6 @@ def adapted_backbone(
                               head_only=config.mlm_adapt_head_only,
                               batch_size=config.mlm_adapt_batch_size, max_length=config.max_seq_len)
     return adapt_backbone(config.model, [i.tokens for i in dataset.train], settings, config.cache_dir, runtime.device)
-
-
-def take_state(history, best, model, optimizers, pair_rng: random.Random) -> TrainState:
-    return TrainState(
-        epoch=len(history),
-        model=copy.deepcopy(model.state_dict()),
-        best_model=best[2],
-        best_epoch=best[1],
-        best_val=best[3].to_dict(),
-        optimizers={name: opt.state_dict() for name, opt in optimizers.items() if opt is not None},
-        # No loader state: the training order is a function of (seed, epoch), see train_sampler.
-        rng={"torch": torch.get_rng_state(), "pairs": pair_rng.getstate(), **cuda_rng_state()},
-        history=[vars(r) for r in history],
-    )
-
-
-def restore_state(state: TrainState, model, optimizers, pair_rng: random.Random):
-    model.load_state_dict(state.model)
-    for name, opt in optimizers.items():
-        if opt is not None and state.optimizers:  # none: taken after the last epoch (cloce.state.final_state)
-            opt.load_state_dict(state.optimizers[name])
-    torch.set_rng_state(state.rng["torch"])
-    restore_cuda_rng_state(state.rng)
-    # Older checkpoints also hold rng["shuffle"], a loader generator no longer used: ignored.
-    pair_rng.setstate(_as_tuples(state.rng["pairs"]))
-    history = [EpochRecord(**r) for r in state.history]
-    best = (state.best_val["micro_f1"], state.best_epoch, state.best_model, Evaluation.from_dict(state.best_val))
-    return history, best
-
-
-def cuda_rng_state() -> dict:
-    """The CUDA generators (dropout on a GPU draws from them), one per visible device."""
-    return {"cuda": torch.cuda.get_rng_state_all()} if torch.cuda.is_available() else {}
-
-
-def restore_cuda_rng_state(rng: dict) -> None:
-    """A checkpoint saved where CUDA was absent, or before the CUDA generators were saved, holds
-    none: then they stay as seeded, and a resumed GPU run's dropout differs from an uninterrupted one."""
-    if "cuda" in rng and torch.cuda.is_available():
-        states = list(rng["cuda"])[: torch.cuda.device_count()]
-        for device, generator_state in enumerate(states):
-            torch.cuda.set_rng_state(generator_state, device)
-
-
-def _as_tuples(value):
-    """random.Random.setstate wants the tuples JSON turned into lists back."""
-    return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 def classification_pass(model, loader, optimizer, scheduler, config: TrainConfig, runtime: Runtime):
@@ -373,7 +268,7 @@ def encode_by_length(model, pipeline, instances: list[TokenizedInstance], output
                      chunk_size: int) -> torch.Tensor:
     """The model's `output` for each instance, in their order, encoded in length-sorted chunks:
     one batch of all a step's anchors and partners would pad ~30 sentences to the longest
-    (benchmarks/RESULTS.md, 2). The chunks share one autograd graph, so a single backward
+    (benchmarks/results/RESULTS.md, 2). The chunks share one autograd graph, so a single backward
     gives the same gradient."""
     encoded = pipeline.encode(instances)
     collate = Collator(pipeline.tokenizer.pad_token_id)
@@ -381,52 +276,6 @@ def encode_by_length(model, pipeline, instances: list[TokenizedInstance], output
     parts = [model(to_device(collate([(0, encoded[i]) for i in order[start : start + chunk_size]]), device), output=output)
              for start in range(0, len(order), chunk_size)]
     return torch.cat(parts)[torch.tensor(order, device=device).argsort()]  # back to the given order
-
-
-@torch.inference_mode()
-def predict_split(model, pipeline: RelationPipeline, split: EncodedSplit, batch_size: int, runtime: Runtime, bf16=False):
-    """Class probabilities for every instance of `split`, batched by length to cut padding."""
-    model = unwrap(model)
-    model.eval()
-    order = sorted(range(len(split)), key=lambda i: len(split.items[i].input_ids))
-    collate = Collator(pipeline.tokenizer.pad_token_id)
-    probabilities: list[torch.Tensor] = [None] * len(split)  # type: ignore[list-item]
-    for start in range(0, len(order), batch_size):
-        batch = to_device(collate([split[i] for i in order[start : start + batch_size]]), runtime.device)
-        with autocast(runtime.device, bf16):
-            probs = model(batch).float().softmax(-1).cpu()
-        for row, index in enumerate(batch["index"].tolist()):
-            probabilities[index] = probs[row]
-    return torch.stack(probabilities) if probabilities else torch.empty(0)
-
-
-def evaluate_split(model, pipeline, split: EncodedSplit, config: TrainConfig, runtime: Runtime):
-    probs = predict_split(model, pipeline, split, config.eval_batch_size, runtime, config.bf16)
-    predictions = probs.argmax(-1).tolist()
-    gold = [e.label for e in split.items]
-    return evaluate(gold, predictions, pipeline.label_map), predictions
-
-
-def contrastive_optimizer(model: nn.Module, kind: str, lr: float, margin: BoundedMargin | None):
-    """CLoCE-S: the embedding layer (incl. virtual tokens) only; CLoCE-D: embedding + encoder."""
-    if kind == "none":
-        return None
-    params = model.embedding_parameters() if kind == "embedding" else model.encoder_parameters()
-    groups = [{"params": params}]
-    if margin is not None:
-        groups.append({"params": list(margin.parameters())})
-    return optim.adamw(groups, lr, weight_decay=0.0)
-
-
-def linear_warmup_decay(optimizer, total_steps: int, warmup_ratio: float):
-    warmup = int(total_steps * warmup_ratio)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def train_sampler(split: EncodedSplit, config: TrainConfig, runtime: Runtime) -> GlobalBatchSampler:
@@ -449,20 +298,11 @@ def start_epoch(loader, model, epoch: int) -> None:
         model.epoch = epoch
 
 
-def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-
 def compile_encoder(model: nn.Module) -> None:
     """torch.compile the encoder in place (`Module.compile`: parameter names, so checkpoints,
     stay as they are); the heads and the contrastive step's embedding pass run eagerly."""
     encoder = model.mlm.base_model if hasattr(model, "mlm") else model.encoder
     encoder.compile(dynamic=True)
-
-
-def autocast(device: torch.device, enabled: bool):
-    """bf16 autocast when asked for and the device computes bf16 natively; fp32 otherwise."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16_active(device, enabled))
 
 
 def check_finite(loss: torch.Tensor, what: str) -> None:

@@ -1,8 +1,8 @@
 """The cloce-core table: SemEval test micro-F1 (excl. Other) of all five variants at K=16,
 seeds 1-3, on the default backbone; each variant's learning rate chosen on val only.
 
-    python experiments/core_k16.py            # runs what is missing, then writes the table
-    python experiments/core_k16.py --table    # the table from what has finished
+    python -m experiments.core_k16            # runs what is missing, then writes the table
+    python -m experiments.core_k16 --table    # the table from what has finished
 
 Every finished run is appended to experiments/results/core_k16.jsonl at once, so an
 interrupted run continues where it stopped.

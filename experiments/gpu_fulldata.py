@@ -1,7 +1,7 @@
 """Full-data SemEval on a GPU: finetune, prompt_ki and cloce_d with `semeval_full`'s training
 settings, each followed by `predict` on the same device checked against the run's own test score.
 
-    python experiments/gpu_fulldata.py MODEL DATA_DIR OUT_JSONL [--epochs N] [--variants ...]
+    python -m experiments.gpu_fulldata MODEL DATA_DIR OUT_JSONL [--epochs N] [--variants ...]
         [--budget-s S]
 
 One JSON line per run (test micro-/macro-F1 at the best val epoch, wall time, samples/s of
@@ -16,13 +16,11 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
 import tomllib
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 

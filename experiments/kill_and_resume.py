@@ -1,12 +1,12 @@
 """Reliability cases 9 and 10 for real, on the default backbone (MiniLM) and SemEval:
 
-  9.  a Ray Train worker is SIGKILLed when epoch 2 of one trial is trained (CLOCE_FAULTS, testbed/faults.py,
-      plugged in by testbed/faulty_study.py):
+  9.  a Ray Train worker is SIGKILLed when epoch 2 of one trial is trained (CLOCE_FAULTS, tests/support/faults.py,
+      plugged in by tests/support/faulty_study.py):
       the trial restarts from its epoch-1 checkpoint and ends with both epochs, each logged once;
   10. the study driver (and its local Ray) is SIGKILLed once the first cell is finished:
       `--resume` finishes the study; no finished trial re-runs; one MLflow run per trial.
 
-    python experiments/kill_and_resume.py     # ~10 minutes on 2 cores; writes results/kill_and_resume.md
+    python -m experiments.kill_and_resume     # ~10 minutes on 2 cores; writes results/kill_and_resume.md
 
 The counts of MLflow runs before and after the resume go to the results file.
 """
@@ -28,7 +28,7 @@ FAULTS = "kill=finetune:2:2"  # the final-stage trial of finetune, seed 2, dies 
 
 def command(study_dir: Path, db: Path) -> list[str]:
     return [
-        sys.executable, "-m", "testbed.faulty_study", "--variants", "finetune", "cloce_s",
+        sys.executable, "-m", "tests.support.faulty_study", "--variants", "finetune", "cloce_s",
         "--ks", "8", "--seeds", "1", "2", "--num-samples", "2", "--epochs", "2",
         "--set", "train.test_sample=300", "--set", "search.asha=false",
         "--study-dir", str(study_dir), "--tracking-uri", f"sqlite:///{db}",
@@ -57,7 +57,7 @@ def describe(all_runs: list) -> dict:
 def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="cloce-kill-"))
     study_dir, db = work / "study", work / "mlflow.db"
-    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))  # testbed is not installed
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))  # tests/support is not installed
     env = os.environ | {"CLOCE_FAULTS": FAULTS, "CLOCE_FAULTS_DIR": str(work), "HF_HUB_OFFLINE": "1", "PYTHONPATH": path}
     started = time.perf_counter()
     process = subprocess.Popen(command(study_dir, db), cwd=work, env=env, start_new_session=True,
@@ -86,7 +86,7 @@ def main() -> int:
     lines = [
         "# Kill tests on the default backbone (reliability cases 9 and 10)",
         "",
-        f"Command: `python experiments/kill_and_resume.py` (study: finetune + cloce_s, K=8, seeds 1-2, 2 search "
+        f"Command: `python -m experiments.kill_and_resume` (study: finetune + cloce_s, K=8, seeds 1-2, 2 search "
         f"trials, 2 epochs, 300 test sentences; CLOCE_FAULTS=`{FAULTS}`); {time.strftime('%Y-%m-%d')}, "
         f"{os.cpu_count()} CPUs.",
         "",

@@ -2,9 +2,9 @@
 # A real Ray cluster (head with 0 CPUs + two 2-CPU worker nodes) and an MLflow tracking server
 # on this machine, a small study submitted with `ray job submit`, a worker node killed and the
 # tracking server restarted mid-study, the checks, then everything stopped by process id
-# (never `ray stop`). The code is testbed/local_cluster/cli.py (this command line),
-# testbed/local_cluster/cluster.py (the cluster), testbed/local_cluster/chaos_study.py (the study, its faults and checks),
-# testbed/tiny_inputs.py (the model and data it trains on) and testbed/local_cluster/processes.py (processes by id);
+# (never `ray stop`). The code is experiments/local_cluster/cli.py (this command line),
+# experiments/local_cluster/cluster.py (the cluster), experiments/local_cluster/chaos_study.py (the study, its faults and checks),
+# tests/support/tiny_inputs.py (the model and data it trains on) and experiments/local_cluster/processes.py (processes by id);
 # tests/test_local_cluster.py runs it too.
 #
 #   experiments/local_cluster.sh                    # demo: start -> submit -> faults -> checks -> stop
@@ -17,4 +17,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
-exec "${PYTHON:-python}" -m testbed.local_cluster "$@"
+exec "${PYTHON:-python}" -m experiments.local_cluster "$@"

@@ -1,9 +1,9 @@
 """Issue 16's runs: the paper's few-shot protocol at a budget that does not bind, and what
 fixes the prompt variants' direction errors, all through the study system.
 
-    python experiments/protocol_results.py                  # every part still missing, in order
-    python experiments/protocol_results.py --only direction_markers mlm_head_only
-    python experiments/protocol_results.py --report         # docs/results.md's section from the results files
+    python -m experiments.protocol_results                  # every part still missing, in order
+    python -m experiments.protocol_results --only direction_markers mlm_head_only
+    python -m experiments.protocol_results --report         # docs/results.md's section from the results files
 
 Each part is one study with its own results file under experiments/results/ (JSONL, one
 finished trial per line): re-running continues where a part stopped, on any machine, so the
@@ -31,8 +31,6 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,7 +40,7 @@ CURVES = REPO / "docs" / "protocol_curves.png"
 REPORT = REPO / "docs" / "results.md"
 READING = RESULTS / "protocol_reading.md"  # hand-written reading of the main part, kept across re-runs
 READING_LATER = RESULTS / "protocol_reading_later.md"  # hand-written reading of SciERC and the full-data pair
-SECTION = "## The few-shot protocol at K=16"  # benchmarks/fewshot_results.py keeps it when it rewrites the page
+SECTION = "## The few-shot protocol at K=16"  # experiments/fewshot_results.py keeps it when it rewrites the page
 
 
 @dataclass(frozen=True)
@@ -85,7 +83,7 @@ CLOCE_D_MARKERS = Part("direction_markers_cloce_d", "cloce_d + markers", ("--var
                                  "spaces.cloce_d.margin=0.7482920440979423"))
 SCIERC = Part("scierc_protocol", "", experiment="scierc_protocol")
 # Full data, seed 1: cloce_d at the paper's contrastive lr, against the 1e-5 run of semeval_full
-# (benchmarks/results/semeval_full.jsonl, docs/results.md) that fell 15 points below prompt_ki.
+# (experiments/results/semeval_full.jsonl, docs/results.md) that fell 15 points below prompt_ki.
 FULL_CL_LR = Part("semeval_full_cl_lr", "cloce_d, cl_lr 1e-6", ("--variants", "cloce_d"), seeds=(1,),
                   settings=("train.cl_lr=1e-6",), experiment="semeval_full")
 PARTS = {part.name: part for part in (MAIN, MAIN_K8, *OPTIONS, CLOCE_D_MARKERS, SCIERC, FULL_CL_LR)}
@@ -93,7 +91,7 @@ PARTS = {part.name: part for part in (MAIN, MAIN_K8, *OPTIONS, CLOCE_D_MARKERS, 
 
 def run_part(part: Part, tracking_uri: str | None, wall_time: Path = WALL_TIME) -> int:
     """Run one part's study; its wall time goes to `wall_time`, also when interrupted."""
-    from benchmarks.fewshot_results import timed_part
+    from experiments.fewshot_results import timed_part
 
     command = part.command(tracking_uri)
     print("$", " ".join(command), flush=True)
@@ -102,7 +100,7 @@ def run_part(part: Part, tracking_uri: str | None, wall_time: Path = WALL_TIME) 
 
 
 def records(part: Part) -> list[dict]:
-    from benchmarks.results_report import read_jsonl, study_finals  # the search seed's final run: its best search trial
+    from experiments.results_report import read_jsonl, study_finals  # the search seed's final run: its best search trial
 
     finals = [r for r in study_finals(read_jsonl(part.results_file)) if r["status"] == "FINISHED"]
     return [r | {"variant": part.label} for r in finals] if part.label else finals
@@ -110,7 +108,7 @@ def records(part: Part) -> list[dict]:
 
 def report() -> str:
     """The docs/results.md section: tables from whatever has finished."""
-    from benchmarks.results_report import provenance, wall_time
+    from experiments.results_report import provenance, wall_time
     from study.reporting.comparisons import comparison_table
     from study.reporting.plots import plot_learning_curves
     from study.reporting.tables import best_epochs_display, fewshot_table, to_markdown
@@ -119,7 +117,7 @@ def report() -> str:
     ks = sorted({r["k"] for r in main}) or [16]
     variants = ["finetune", "prompt_ki", "cloce_s", "cloce_d"]
     lines = [f"{SECTION}{' and K=8' if 8 in ks else ''}: 20 epochs, 1,000 val sentences (issue 16)", "",
-             "Produced by `python experiments/protocol_results.py` (parts and protocol in its docstring and "
+             "Produced by `python -m experiments.protocol_results` (parts and protocol in its docstring and "
              "`experiments/semeval_protocol.toml`); `--report` rewrites this section from "
              "`experiments/results/*.jsonl`. Test on all 2,717 test sentences at the best val epoch; "
              "micro-F1 excludes `Other`; mean ± sample std over the seeds that finished. "
@@ -171,8 +169,8 @@ def report() -> str:
                                                 ("cloce_d", "prompt_ki"), ("prompt_ki", "finetune")])), ""]
     full = records(FULL_CL_LR)
     if full:
-        from benchmarks.fewshot_results import FULL
-        from benchmarks.results_report import read_jsonl
+        from experiments.fewshot_results import FULL
+        from experiments.results_report import read_jsonl
 
         earlier = [r for r in read_jsonl(FULL) if r["stage"] == "final" and r["status"] == "FINISHED"]
         lines += ["### Full training set: cloce_d's contrastive lr (seed 1, `semeval_full`)", "",

@@ -8,12 +8,12 @@ from experiments.table3_results import PAIRS, PAPER_ROWS, PARTS, READING, REPORT
 
 
 def section() -> str:
-    from benchmarks.results_report import provenance, wall_time
+    from experiments.results_report import provenance, wall_time
     from study.reporting.comparisons import comparison_table
     from study.reporting.tables import best_epochs_display, fewshot_table, to_markdown
 
     lines = [f"{SECTION} (issue 22)", "",
-             "Produced by `python experiments/table3_results.py` (protocol in `experiments/semeval_table3.toml` and "
+             "Produced by `python -m experiments.table3_results` (protocol in `experiments/semeval_table3.toml` and "
              "`experiments/scierc_table3.toml`); `--report` rewrites this section from `experiments/results/*.jsonl`. "
              "K-shot sets: KnowPrompt's (`train.kshot_sampler = \"knowprompt\"`). Rows: "
              + ", ".join(f"{PAPER_ROWS[v]} = `{v}`" for v in ROWS) + ". Test micro-F1 without the no-relation "

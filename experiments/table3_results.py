@@ -1,10 +1,10 @@
 """Issue 22's runs: the CLoCE paper's Table 3 rows (FINE-TUNING, PTR, KNOWPROMPT, KI, CLoCE-S,
 CLoCE-D) on KnowPrompt's own K-shot sets, through the study system.
 
-    python experiments/table3_results.py                  # every part still missing, in order
-    python experiments/table3_results.py --only semeval_table3_k16
-    python experiments/table3_results.py --variants finetune prompt_ki   # a subset of the rows
-    python experiments/table3_results.py --report         # docs/results.md's section from the results files
+    python -m experiments.table3_results                  # every part still missing, in order
+    python -m experiments.table3_results --only semeval_table3_k16
+    python -m experiments.table3_results --variants finetune prompt_ki   # a subset of the rows
+    python -m experiments.table3_results --report         # docs/results.md's section from the results files
 
 Each part is one study with its own results file under experiments/results/ (JSONL, one
 finished trial per line): re-running continues where a part stopped (a finished trial is
@@ -20,11 +20,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from experiments.protocol_results import Part, records, run_part  # noqa: E402

@@ -96,7 +96,7 @@ def lean_trainer_class(local_runtime: bool):
     (no datasets are passed) and, on the study's own local runtime (which dies with the
     driver), the placement-group cleaner. Each is one more Python process per trial; on the
     2-core machine a trivial trial took 10.5 s stock vs 8.8-9.4 s lean, one at a time
-    (`python benchmarks/run.py --only ray_trivial`); two at a time, where the CPU is short,
+    (`python -m benchmarks.run --only ray_trivial`); two at a time, where the CPU is short,
     the saving is larger (experiments/results/quick_default.md).
     These callbacks are Ray internals (Ray is pinned): without them, the stock trainer."""
     from ray.train.torch import TorchTrainer

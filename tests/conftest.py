@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -42,6 +43,7 @@ def pytest_make_collect_report(collector):
 
 from cloce.backbone import default_model_path  # noqa: E402
 from cloce.data.types import EntityMention, LabelMap, RelationInstance  # noqa: E402
+from tests.support.tiny_inputs import make_semeval_slice, make_tiny_model  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -147,8 +149,8 @@ def save_tiny_bert(directory, bert_path, with_mlm_head: bool) -> str:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, bert_path) -> str:
-    """A tiny random BERT masked LM (the study loads it by path)."""
-    return save_tiny_bert(tmp_path_factory.mktemp("tiny_bert"), bert_path, with_mlm_head=True)
+    """A tiny random BERT masked LM (the study loads it by path), as the benchmarks and the demo make it."""
+    return make_tiny_model(tmp_path_factory.mktemp("tiny_bert"))
 
 
 @pytest.fixture(scope="session")
@@ -165,12 +167,7 @@ def tiny_semeval_dir(tmp_path_factory):
     source = default_data_dir()
     if not (source / "train.txt").exists():
         pytest.skip(f"SemEval not found at {source}")
-    directory = tmp_path_factory.mktemp("semeval_slice")
-    for split, every in (("train", 1), ("val", 40), ("test", 60)):
-        lines = (source / f"{split}.txt").read_text().splitlines()
-        (directory / f"{split}.txt").write_text("\n".join(lines[::every]) + "\n")
-    (directory / "rel2id.json").write_text((source / "rel2id.json").read_text())
-    return directory
+    return Path(make_semeval_slice(tmp_path_factory.mktemp("semeval_slice"), source))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from testbed.local_cluster.processes import free_ports
+from experiments.local_cluster.processes import free_ports
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "srun", "sacct", "scancel", "squeue", "scontrol", "sinfo")

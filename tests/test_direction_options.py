@@ -268,7 +268,7 @@ UNDIRECTED = LabelMap.from_labels(["no_relation", "org:founded_by", "per:title"]
 def test_sentence_markers_by_default_exactly_where_labels_are_directed():
     """Left unset, the markers follow the labels: SemEval's directed ones get them, TACRED's
     do not; a value set either way is kept (False: the paper's template)."""
-    from cloce.train import sentence_markers_for
+    from cloce.sentence_markers import sentence_markers_for
 
     assert TrainConfig().sentence_markers is None
     assert sentence_markers_for(TrainConfig(), LABELS) is True

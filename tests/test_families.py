@@ -17,7 +17,8 @@ from cloce.encoding import EncodedSplit, load_word_tokenizer, word_pieces
 from cloce.mlm_head import UnsupportedBackbone, add_vocabulary_rows, mlm_logits, transform_dense
 from cloce.pipeline import build_pipeline
 from cloce.runtime import Runtime
-from cloce.train import predict_split, train
+from cloce.inference import predict_split
+from cloce.train import train
 from cloce.variants import VARIANTS, get_variant
 from tests.families import FAMILIES, FAMILY_NAMES
 from tests.test_train_loop import LABELS, tiny_config, tiny_dataset

@@ -3,7 +3,7 @@ and what a typo says."""
 import pytest
 
 from study.trial.plugins import TrialInfo
-from testbed.faults import Fault, FaultInjector, parse_faults
+from tests.support.faults import Fault, FaultInjector, parse_faults
 
 
 def test_faults_are_read_with_their_targets():
@@ -26,7 +26,7 @@ def test_a_raise_fault_raises_only_in_its_trial():
 
 
 def test_the_study_command_reads_no_faults(monkeypatch):
-    """CLOCE_FAULTS is read by testbed/faulty_study.py only: nothing of the installed package reads it."""
+    """CLOCE_FAULTS is read by tests/support/faulty_study.py only: nothing of the installed package reads it."""
     from pathlib import Path
 
     import study

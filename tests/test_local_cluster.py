@@ -3,7 +3,7 @@ head with 0 CPUs + two 2-CPU worker nodes (`ray start`, each its own temp dir, f
 a real `mlflow server` (SQLite + artifacts dir) as the tracking URI over HTTP, shared storage;
 a small study submitted with `ray job submit`; then one worker's raylet SIGKILLed mid-study
 and the tracking server stopped for 12 s (the demo: 30 s) and started again on the same store.
-The code is testbed/local_cluster/cluster.py (the cluster) and testbed/local_cluster/chaos_study.py (the study), the same
+The code is experiments/local_cluster/cluster.py (the cluster) and experiments/local_cluster/chaos_study.py (the study), the same
 that `experiments/local_cluster.sh` runs.
 
 Only this test's processes are stopped, by process group / temp dir (never `ray stop`).
@@ -41,9 +41,9 @@ def chaos_study(tiny_semeval_dir, tiny_model_dir):
     reason = missing_cluster_tools()
     if reason:
         pytest.skip(reason)
-    from testbed.local_cluster.chaos_study import StudyPlan, problems, run_chaos_study
-    from testbed.local_cluster.cluster import LocalCluster
-    from testbed.local_cluster.cli import print_report
+    from experiments.local_cluster.chaos_study import StudyPlan, problems, run_chaos_study
+    from experiments.local_cluster.cluster import LocalCluster
+    from experiments.local_cluster.cli import print_report
 
     root = tempfile.mkdtemp(prefix="lcl_", dir="/tmp")  # short: Ray's unix sockets live under it
     cluster = LocalCluster.start(root)
@@ -188,7 +188,7 @@ def test_a_refused_request_and_a_local_store_are_not_retried(quick_retries):
 
 def test_a_real_unreachable_server_is_waited_for_then_named(monkeypatch, tmp_path):
     monkeypatch.setenv(tracking_retry.RETRY_ENV, "2")
-    from testbed.local_cluster.processes import free_ports
+    from experiments.local_cluster.processes import free_ports
 
     uri = f"http://127.0.0.1:{free_ports(1)[0]}"  # nothing listens there
     with pytest.raises(tracking_retry.TrackingUnavailable, match=uri):
@@ -197,7 +197,7 @@ def test_a_real_unreachable_server_is_waited_for_then_named(monkeypatch, tmp_pat
 
 def test_the_slow_fault_applies_to_every_variant_and_seed():
     from study.trial.plugins import TrialInfo
-    from testbed.faults import FaultInjector
+    from tests.support.faults import FaultInjector
 
     faults = FaultInjector("slow=*:*:0.5")
     assert [(f.kind, f.seconds) for f in faults._of(TrialInfo("finetune", 3, "t", 0))] == [("slow", 0.5)]

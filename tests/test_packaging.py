@@ -205,7 +205,7 @@ def test_the_study_files_ship_as_package_data_and_no_script_edits_sys_path():
     assert pyproject["scripts"]["cloce-study"] == "study.cli:main"
     data = tomllib.loads(PYPROJECT.read_text())["tool"]["setuptools"]["package-data"]
     assert "experiments/*.toml" in data["study"] and "semeval.tar.xz" in data["study.datasets"]
-    editing = [str(p.relative_to(REPO)) for top in ("cloce", "study", "testbed") for p in (REPO / top).rglob("*.py")
+    editing = [str(p.relative_to(REPO)) for top in ("cloce", "study", "tests/support", "experiments", "benchmarks") for p in (REPO / top).rglob("*.py")
                if "sys.path.insert" in p.read_text()]
     assert not editing, f"scripts that edit sys.path: {editing}"
 
@@ -220,6 +220,6 @@ def test_the_wheel_holds_the_study_files_and_the_data_and_no_test_code(tmp_path)
     names = zipfile.ZipFile(next(tmp_path.glob("*.whl"))).namelist()
     assert "study/experiments/quick.toml" in names and "study/datasets/semeval.tar.xz" in names
     assert not [n for n in names if n.startswith("study/experiments/") and not n.endswith(".toml")]
-    assert not [n for n in names if n.startswith(("testbed/", "tests/", "experiments/", "benchmarks/"))]
+    assert not [n for n in names if n.startswith(("tests/", "experiments/", "benchmarks/"))]
     assert not [n for n in names if n.endswith(".py") and "CLOCE_FAULTS" in zipfile.ZipFile(
         next(tmp_path.glob("*.whl"))).read(n).decode()]

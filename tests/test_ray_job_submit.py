@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from testbed.local_cluster.chaos_study import UPLOAD_EXCLUDES
-from testbed.local_cluster.processes import free_ports, own_processes, stop_processes
+from experiments.local_cluster.chaos_study import UPLOAD_EXCLUDES
+from experiments.local_cluster.processes import free_ports, own_processes, stop_processes
 
 REPO = Path(__file__).resolve().parents[1]
 

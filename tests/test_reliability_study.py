@@ -1,7 +1,7 @@
 """Reliability of a running study (issue: failed trials and crashes lose nothing).
 
-One tiny study, three variants, each with a fault injected through CLOCE_FAULTS (testbed/faults.py,
-plugged into the study by testbed/faulty_study.py),
+One tiny study, three variants, each with a fault injected through CLOCE_FAULTS (tests/support/faults.py,
+plugged into the study by tests/support/faulty_study.py),
 run twice: in Ray Train's local mode (the default study's: the loop runs in the Tune trial's
 process, Tune retries it) and with one Ray Train worker per trial (Ray Train retries it):
   finetune seed 1: the process training it is SIGKILLed once epoch 2 is trained, before

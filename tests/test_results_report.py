@@ -1,4 +1,4 @@
-"""The results page of benchmarks/fewshot_results.py: rows rebuilt from the results files,
+"""The results page of experiments/fewshot_results.py: rows rebuilt from the results files,
 and the Hugging Face Trainer peer on a tiny model."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from benchmarks.results_report import PEER, peer_finals, provenance, render, study_finals, superseded
+from experiments.results_report import PEER, peer_finals, provenance, render, study_finals, superseded
 
 
 def record(stage: str, variant: str, k: int, seed: int, val: float, test: float, **extra) -> dict:
@@ -53,7 +53,7 @@ def test_records_of_an_earlier_configuration_are_set_apart_and_commits_counted()
 
 @pytest.mark.slow
 def test_the_hf_trainer_peer_runs_and_is_not_run_twice(tiny_semeval_dir, tiny_model_dir, tmp_path):
-    from benchmarks.hf_peer import PeerBudget, run_peer
+    from experiments.hf_peer import PeerBudget, run_peer
     from cloce.data.dataset import load_dataset
 
     dataset = load_dataset(tiny_semeval_dir)

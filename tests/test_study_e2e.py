@@ -29,12 +29,12 @@ def study_env() -> dict:
     return os.environ | {"HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled"}
 
 
-# The study command with CLOCE_FAULTS's faults plugged in (testbed/faulty_study.py): tests only.
-FAULTY_STUDY = [sys.executable, "-m", "testbed.faulty_study"]
+# The study command with CLOCE_FAULTS's faults plugged in (tests/support/faulty_study.py): tests only.
+FAULTY_STUDY = [sys.executable, "-m", "tests.support.faulty_study"]
 
 
 def faulty_study_env(faults: str, faults_dir: Path | None = None) -> dict:
-    """study_env, with the faults and the repository importable (testbed is not installed)."""
+    """study_env, with the faults and the repository importable (tests/support is not installed)."""
     path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     return study_env() | {"CLOCE_FAULTS": faults, "PYTHONPATH": path} | (
         {"CLOCE_FAULTS_DIR": str(faults_dir)} if faults_dir else {})

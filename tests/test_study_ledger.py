@@ -137,7 +137,7 @@ def test_records_of_the_neutral_setup_keep_their_fingerprints(monkeypatch):
 
     monkeypatch.setattr(cloce.runtime, "bf16_native", lambda device_type: True)
     study = load_study_config("semeval_results")
-    lines = (Path(__file__).parents[1] / "benchmarks/results/semeval_fewshot.jsonl").read_text().splitlines()
+    lines = (Path(__file__).parents[1] / "experiments/results/semeval_fewshot.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines if line.strip()]
     assert sum(r.get("fingerprint") == study.cell_fingerprint(r["variant"], r["k"]) for r in records) >= 100
 

@@ -10,7 +10,8 @@ from cloce.config import ConfigError, TrainConfig
 from cloce.contrastive import PairSet
 from cloce.data.dataset import Dataset
 from cloce.data.types import LabelMap
-from cloce.train import contrastive_optimizer, contrastive_pass, train
+from cloce.optim import contrastive_optimizer
+from cloce.train import contrastive_pass, train
 from tests.conftest import TINY_ROWS, make_instance
 
 LABELS = LabelMap.from_labels(["Other", "Cause-Effect(e1,e2)", "Component-Whole(e1,e2)"])
@@ -141,7 +142,7 @@ def snapshot_and_reload(tmp_path):
 
     from cloce.metrics import evaluate
     from cloce.state import load_train_state, save_train_state
-    from cloce.train import take_state
+    from cloce.resume import take_state
 
     best = (1.0, 1, {}, evaluate([0], [0], LABELS))
     state = take_state([], best, torch.nn.Linear(1, 1), {}, random.Random(0))
@@ -152,7 +153,7 @@ def test_a_resume_checkpoint_carries_the_cuda_generators(tmp_path, monkeypatch):
     """Dropout on a GPU draws from the CUDA generators: without them a resumed GPU run drifts."""
     import random
 
-    from cloce.train import restore_state
+    from cloce.resume import restore_state
 
     saved = [torch.tensor([1, 2, 3], dtype=torch.uint8), torch.tensor([4, 5, 6], dtype=torch.uint8)]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -178,7 +179,7 @@ def test_a_resume_checkpoint_carries_the_cuda_generators(tmp_path, monkeypatch):
 def test_resuming_on_a_gpu_continues_its_random_stream(tmp_path):
     import random
 
-    from cloce.train import restore_state
+    from cloce.resume import restore_state
 
     torch.cuda.manual_seed_all(3)
     torch.rand(4, device="cuda")
@@ -387,7 +388,8 @@ def test_length_sorted_chunks_encode_each_instance_as_one_padded_batch_does(tiny
     instance's state, and the gradient of one backward over them, match one padded batch."""
     from cloce.encoding import Collator
     from cloce.pipeline import build_pipeline, type_vocabulary
-    from cloce.train import encode_by_length, to_device
+    from cloce.runtime import to_device
+    from cloce.train import encode_by_length
     from cloce.variants import get_variant
 
     data = tiny_dataset()

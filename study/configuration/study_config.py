@@ -134,7 +134,7 @@ class StudyConfig:
     def with_label_decisions(self, label_map) -> "StudyConfig":
         """`train.sentence_markers` left to the data (unset) decided by its labels, as each trial
         would decide it: the fingerprint and the parent run then say what runs."""
-        from cloce.train import markers_by_default
+        from cloce.sentence_markers import markers_by_default
 
         if self.train.get("sentence_markers") is not None:
             return self

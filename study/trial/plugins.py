@@ -1,7 +1,7 @@
 """What a caller may plug into every trial of a study: an object the trial's worker calls at two
 points, as Ray Tune takes callbacks (its `FailureInjectorCallback` is passed by a test, never built
 into a trainable). The study command plugs in nothing; the reliability tests and the chaos demo
-plug in injected faults (testbed/faults.py). A plugin travels to the trial processes pickled, so
+plug in injected faults (tests/support/faults.py). A plugin travels to the trial processes pickled, so
 its class must be importable there."""
 from __future__ import annotations
 

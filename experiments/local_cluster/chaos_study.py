@@ -12,8 +12,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from testbed.local_cluster.cluster import LocalCluster
-from testbed.local_cluster.processes import cluster_env, ray_cli
+from experiments.local_cluster.cluster import LocalCluster
+from experiments.local_cluster.processes import cluster_env, ray_cli
 
 REPO = Path(__file__).resolve().parents[2]
 # Bulky or local-only paths never travel with the job (Ray also honours .gitignore).
@@ -46,7 +46,7 @@ class StudyPlan:
 
     def args(self, cluster: LocalCluster) -> list[str]:
         return [
-            "python", "-m", "testbed.faulty_study", "--experiment", "quick",
+            "python", "-m", "tests.support.faulty_study", "--experiment", "quick",
             "--variants", *self.variants, "--ks", "2", "--seeds", "1", "2", "--num-samples", "2",
             "--epochs", str(self.epochs), "--workers-per-trial", str(self.workers_per_trial),
             "--model", self.model, "--data-dir", self.data_dir,

@@ -1,9 +1,7 @@
-"""MLM adaptation probe (issue 5): python experiments/mlm_adapt_probe.py adapt STEPS [LR] | run VARIANT K LR EPOCHS [STEPS] [ADAPT_LR]"""
+"""MLM adaptation probe (issue 5): python -m experiments.probes.mlm_adapt_probe adapt STEPS [LR] | run VARIANT K LR EPOCHS [STEPS] [ADAPT_LR]"""
 import json, os, sys, time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("CLOCE_CACHE_DIR", os.path.expanduser("~/.cache/cloce"))
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import torch
 from cloce.config import MlmAdaptConfig, TrainConfig
 from cloce.data.dataset import load_dataset
 from cloce.runtime import set_threads

@@ -1,6 +1,6 @@
 """Prompt-head probe (issue 5): does the fresh [MASK] head learn too slowly at the encoder's lr?
 
-    python experiments/prompt_head_probe.py VARIANT K LR EPOCHS HEAD_LR_SCALE [SEED]
+    python -m experiments.probes.prompt_head_probe VARIANT K LR EPOCHS HEAD_LR_SCALE [SEED]
 
 Trains one run like a `semeval_results` trial (batch 8, 300 val sentences, bf16) with the
 parameters outside the encoder (the MLM head transform and bias / the marker classifier) at
@@ -12,8 +12,8 @@ PROBE_MARKERS=1 sets TrainConfig.sentence_markers.
 """
 import json, os, sys, time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch
+import cloce.optim as optim_module  # the loop builds its CE optimiser as optim.model_adamw: patched here
 import cloce.train as train_module
 from cloce.config import TrainConfig
 from cloce.data.dataset import load_dataset
@@ -36,8 +36,8 @@ def scaled_adamw(model, lr, weight_decay):
     return optimizer
 
 
-original = train_module.adamw
-train_module.adamw = scaled_adamw
+original = optim_module.model_adamw
+optim_module.model_adamw = scaled_adamw
 HEAD_INIT = os.environ.get("PROBE_HEAD_INIT", "identity")  # TrainConfig.fresh_head_init: identity | random
 LABEL_INIT = os.environ.get("PROBE_LABEL_INIT", "name")  # name | prototype: soft labels from the K-shot [MASK] states
 if LABEL_INIT == "prototype":
@@ -50,7 +50,7 @@ if LABEL_INIT == "prototype":
         return split
 
     train_module.EncodedSplit = recording_split
-    adamw_before = train_module.adamw
+    adamw_before = optim_module.model_adamw
 
     def prototype_then_adamw(model, lr, weight_decay, word_lr=None):
         from cloce.encoding import Collator
@@ -76,7 +76,7 @@ if LABEL_INIT == "prototype":
             model.train()
         return adamw_before(model, lr, weight_decay)
 
-    train_module.adamw = prototype_then_adamw
+    optim_module.model_adamw = prototype_then_adamw
 
 
 cfg = TrainConfig(variant=variant, k=k, seed=seed, epochs=epochs, batch_size=8, eval_batch_size=64, max_seq_len=128, lr=lr, val_sample=300,

@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from testbed.local_cluster import cluster as local_cluster
-from testbed.local_cluster.chaos_study import StudyPlan, problems, run_chaos_study
-from testbed.local_cluster.cluster import LocalCluster
-from testbed.tiny_inputs import make_semeval_slice, make_tiny_model
+from experiments.local_cluster import cluster as local_cluster
+from experiments.local_cluster.chaos_study import StudyPlan, problems, run_chaos_study
+from experiments.local_cluster.cluster import LocalCluster
+from tests.support.tiny_inputs import make_semeval_slice, make_tiny_model
 
 
 def main(argv: list[str] | None = None) -> int:

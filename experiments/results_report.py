@@ -1,4 +1,4 @@
-"""docs/results.md from the results files of benchmarks/fewshot_results.py: whatever has
+"""docs/results.md from the results files of experiments/fewshot_results.py: whatever has
 finished so far, with the missing cells marked."""
 from __future__ import annotations
 
@@ -135,9 +135,9 @@ def render(fewshot_file: Path, peer_file: Path, full_file: Path, check_fingerpri
     parts = [
         "# Few-shot results on SemEval-2010 Task 8",
         "",
-        "Produced by `python benchmarks/fewshot_results.py` (the study system, experiment "
+        "Produced by `python -m experiments.fewshot_results` (the study system, experiment "
         "`semeval_results`; see its header for the budget and what it trades) from the results files in "
-        "`benchmarks/results/`; this page is rewritten from them (`--report`). Test micro-F1 excludes `Other`; "
+        "`experiments/results/`; this page is rewritten from them (`--report`). Test micro-F1 excludes `Other`; "
         "macro-F1 is SemEval's official score (9 directed relation types, `Other` excluded); mean ± sample std "
         "over the seeds that finished; test at the best val epoch. `hf_trainer_peer`: the Hugging Face "
         "`Trainer` ([CLS] head, cloce's entity markers, the same K-shot samples and budget, lr chosen on val "

@@ -1,4 +1,4 @@
-"""The small inputs the local cluster recipe (testbed/local_cluster/cli.py), the benchmarks
+"""The small inputs the local cluster recipe (experiments/local_cluster/cli.py), the benchmarks
 (benchmarks/bench_pool.py) and the tests train on: a tiny random BERT masked LM with the
 bundled tokenizer, and a SemEval slice (every training sentence, every 40th val and 60th test
 sentence), each written once to a directory and reused from there.

@@ -1,12 +1,12 @@
-"""The study command with injected faults plugged in: `python -m testbed.faulty_study ARGS` takes
+"""The study command with injected faults plugged in: `python -m tests.support.faulty_study ARGS` takes
 study/run_fewshot_grid.py's arguments and runs that study with the faults of `CLOCE_FAULTS`
-(testbed/faults.py says how to write them). Only tests and the chaos demo run it."""
+(tests/support/faults.py says how to write them). Only tests and the chaos demo run it."""
 from __future__ import annotations
 
 import sys
 
 from study.cli import main
-from testbed.faults import FaultInjector
+from tests.support.faults import FaultInjector
 
 if __name__ == "__main__":
     sys.exit(main(plugins=[FaultInjector.from_env()]))

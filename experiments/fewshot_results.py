@@ -1,9 +1,9 @@
 """The few-shot results table (issue 5), produced by the study system, plus its peer:
 
-    python benchmarks/fewshot_results.py             # hours on 2 cores; re-run to continue
-    python benchmarks/fewshot_results.py --report    # only rewrite docs/results.md
+    python -m experiments.fewshot_results             # hours on 2 cores; re-run to continue
+    python -m experiments.fewshot_results --report    # only rewrite docs/results.md
 
-Parts, in this order, each continuing from its results file under benchmarks/results/
+Parts, in this order, each continuing from its results file under experiments/results/
 (JSONL, one finished trial per line; commit them as they grow and a later run, on any
 machine, picks up where this one stopped):
   for K in 8, 16, 32: the `semeval_results` study at that K (all five variants, Optuna on
@@ -24,13 +24,11 @@ import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
+RESULTS = REPO / "experiments" / "results"
 FEWSHOT, FULL, PEER = RESULTS / "semeval_fewshot.jsonl", RESULTS / "semeval_full.jsonl", RESULTS / "hf_peer.jsonl"
 WALL_TIME = RESULTS / "wall_time.jsonl"  # one line per part run, finished or interrupted
 REPORT = REPO / "docs" / "results.md"
@@ -66,7 +64,7 @@ def timed_part(part: str, wall_file: Path = WALL_TIME):
 
 
 def run_all(ks: list[int], tracking_uri: str | None, with_full: bool) -> None:
-    from benchmarks.hf_peer import budget_from, run_peer
+    from experiments.hf_peer import budget_from, run_peer
     from cloce.data.dataset import load_dataset
     from study.configuration.study_file import load_study_config
 
@@ -89,7 +87,7 @@ def run_all(ks: list[int], tracking_uri: str | None, with_full: bool) -> None:
 
 
 def write_report() -> None:
-    from benchmarks.results_report import render
+    from experiments.results_report import render
 
     # The protocol section belongs to experiments/protocol_results.py: kept as it is.
     kept = REPORT.read_text().partition(PROTOCOL_SECTION)[1:] if REPORT.exists() else ("", "")

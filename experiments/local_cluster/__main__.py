@@ -1,6 +1,6 @@
 """`python -m testbed.local_cluster ...` (experiments/local_cluster.sh): the local cluster recipe's command line."""
 import sys
 
-from testbed.local_cluster.cli import main
+from experiments.local_cluster.cli import main
 
 sys.exit(main())

@@ -28,7 +28,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from testbed.local_cluster.processes import (
+from experiments.local_cluster.processes import (
     cluster_env, free_ports, own_processes, ray_cli, stable_port, stop_processes, wait_http,
 )
 

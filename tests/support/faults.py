@@ -1,7 +1,7 @@
 """Injected faults: how the reliability tests (and a chaos run on a real cluster) make a trial
 die, raise or diverge on purpose, through the same code paths a real fault takes. They are a
 `TrialPlugin` (study/trial/plugins.py) the caller passes to the study, never part of it:
-`python -m testbed.faulty_study ARGS` is the study command with `CLOCE_FAULTS`'s faults plugged in.
+`python -m tests.support.faulty_study ARGS` is the study command with `CLOCE_FAULTS`'s faults plugged in.
 
 `CLOCE_FAULTS` (environment of that command) holds `;`-separated faults:
 
