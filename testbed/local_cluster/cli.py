@@ -51,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     cluster = LocalCluster.start(args.root, args.workers, args.cpus_per_worker)
     print(f"root             {cluster.root}\nRAY_ADDRESS      {cluster.dashboard_url}   (ray job submit --address)\n"
           f"GCS              {cluster.gcs_address}   (ray.init(address=...))\n"
-          f"MLflow           {cluster.tracking_uri}\nshared storage   {cluster.shared}", flush=True)
+          f"MLflow           {cluster.tracking_uri}\nshared storage   {cluster.shared}\n"
+          f"Ray token        {cluster.token_path}   (mode 0600; a client needs\n"
+          f"                 RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH={cluster.token_path})", flush=True)
     if args.command == "start":
         print(f"stop it with: python -m testbed.local_cluster stop --root {cluster.root}")
         return 0
