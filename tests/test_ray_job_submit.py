@@ -390,8 +390,9 @@ def test_the_locked_study_succeeds_and_logs_everything(ray_head, locked_study, m
     keys = sorted(r.data.tags["cloce.trial_key"] for r in children)
     assert len(keys) == 3 and len(set(keys)) == 3, keys  # 2 search trials + seed 2's final
     assert all(r.info.status == "FINISHED" for r in children)
-    # Written by the study user (the head's environment), not by anyone else.
-    assert {r.info.user_id for r in [*parents, *children]} == {ray_head.login.username}
+    # (run.info.user_id is the client's local user name, not the basic-auth login: seen as
+    # "unknown" here, so it cannot say who wrote a run; that the writes went through with the
+    # study user's login, and fail without one, is what the checks here and above show.)
     artifacts = [a.path for a in client.list_artifacts(parents[0].info.run_id, "results")]
     for name in ("fewshot_table.md", "fewshot_table.csv", "learning_curves.png", "f1_vs_k.png"):
         assert f"results/{name}" in artifacts, artifacts
