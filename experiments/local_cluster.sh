@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # A real Ray cluster (head with 0 CPUs + two 2-CPU worker nodes) and an MLflow tracking server
-# on this machine, a small study submitted with `ray job submit`, a worker node killed and the
+# on this machine, Ray token auth on (a new token in ROOT/secrets/ray_auth_token, mode 0600, given
+# to every node and client as RAY_AUTH_MODE=token + RAY_AUTH_TOKEN_PATH), a small study submitted
+# with `ray job submit`, a worker node killed and the
 # tracking server restarted mid-study, the checks, then everything stopped by process id
 # (never `ray stop`). The code is experiments/local_cluster/cli.py (this command line),
 # experiments/local_cluster/cluster.py (the cluster), experiments/local_cluster/chaos_study.py (the study, its faults and checks),

@@ -1,7 +1,7 @@
-"""The small study run on the local cluster (testbed/local_cluster/cluster.py), with its faults: the
+"""The small study run on the local cluster (experiments/local_cluster/cluster.py), with its faults: the
 plan submitted with `ray job submit`, the job's status and logs, its MLflow child runs, the
 fault schedule (a lost node, a tracking server restart), and what was measured and checked
-afterwards. The tiny model and SemEval slice it trains on are made in testbed/tiny_inputs.py.
+afterwards. The tiny model and SemEval slice it trains on are made in tests/support/tiny_inputs.py.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from experiments.local_cluster.cluster import LocalCluster
-from experiments.local_cluster.processes import cluster_env, ray_cli
+from experiments.local_cluster.processes import ray_cli
 
 REPO = Path(__file__).resolve().parents[2]
 # Bulky or local-only paths never travel with the job (Ray also honours .gitignore).
@@ -74,22 +74,18 @@ def submit(cluster: LocalCluster, plan: StudyPlan, log=print) -> str:
                "--runtime-env-json", json.dumps({"excludes": UPLOAD_EXCLUDES, "env_vars": plan.env_vars(cluster)}),
                "--", *plan.args(cluster)]
     log(f"$ ray job submit --address {cluster.dashboard_url} --working-dir {REPO} -- {' '.join(plan.args(cluster))}")
-    done = subprocess.run(command, env=cluster_env(), cwd=str(REPO), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command, env=cluster.env(), cwd=str(REPO), capture_output=True, text=True, timeout=300)
     if done.returncode != 0:
         raise RuntimeError(f"ray job submit failed (rc {done.returncode}):\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
     return job_id
 
 
 def job_status(cluster: LocalCluster, job_id: str) -> str:
-    from ray.job_submission import JobSubmissionClient
-
-    return str(JobSubmissionClient(cluster.dashboard_url).get_job_status(job_id)).split(".")[-1]
+    return str(cluster.job_client().get_job_status(job_id)).split(".")[-1]
 
 
 def job_logs(cluster: LocalCluster, job_id: str) -> str:
-    from ray.job_submission import JobSubmissionClient
-
-    return JobSubmissionClient(cluster.dashboard_url).get_job_logs(job_id)
+    return cluster.job_client().get_job_logs(job_id)
 
 
 def mlflow_children(uri: str, experiment: str = "cloce-quick") -> tuple[list, list]:

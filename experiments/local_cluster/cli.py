@@ -1,10 +1,10 @@
-"""The command line of the local cluster recipe: start the cluster (testbed/local_cluster/cluster.py),
-run the study with its faults and checks on it (testbed/local_cluster/chaos_study.py, on the tiny inputs of
-testbed/tiny_inputs.py), print what was measured, stop it.
+"""The command line of the local cluster recipe: start the cluster (experiments/local_cluster/cluster.py),
+run the study with its faults and checks on it (experiments/local_cluster/chaos_study.py, on the tiny inputs of
+tests/support/tiny_inputs.py), print what was measured, stop it.
 
-    python -m testbed.local_cluster demo           # start -> submit -> faults -> checks -> stop
-    python -m testbed.local_cluster start          # start it and print its addresses (stays up)
-    python -m testbed.local_cluster stop --root R  # stop what `start` started in R
+    python -m experiments.local_cluster demo           # start -> submit -> faults -> checks -> stop
+    python -m experiments.local_cluster start          # start it and print its addresses (stays up)
+    python -m experiments.local_cluster stop --root R  # stop what `start` started in R
     experiments/local_cluster.sh ...                 # the same
 """
 from __future__ import annotations
@@ -51,9 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     cluster = LocalCluster.start(args.root, args.workers, args.cpus_per_worker)
     print(f"root             {cluster.root}\nRAY_ADDRESS      {cluster.dashboard_url}   (ray job submit --address)\n"
           f"GCS              {cluster.gcs_address}   (ray.init(address=...))\n"
-          f"MLflow           {cluster.tracking_uri}\nshared storage   {cluster.shared}", flush=True)
+          f"MLflow           {cluster.tracking_uri}\nshared storage   {cluster.shared}\n"
+          f"Ray token        {cluster.token_path}   (mode 0600; a client needs\n"
+          f"                 RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH={cluster.token_path})", flush=True)
     if args.command == "start":
-        print(f"stop it with: python -m testbed.local_cluster stop --root {cluster.root}")
+        print(f"stop it with: python -m experiments.local_cluster stop --root {cluster.root}")
         return 0
     code = 1
     try:
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             print("cluster stopped" + (f"; survivors: {survivors}" if survivors else " (no process left)"))
         else:
             cluster.save()
-            print(f"left running: python -m testbed.local_cluster stop --root {cluster.root}")
+            print(f"left running: python -m experiments.local_cluster stop --root {cluster.root}")
     return code
 
 

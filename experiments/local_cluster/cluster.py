@@ -7,14 +7,16 @@ What runs (each in its own temp dir under ROOT, each on free ports, all on 127.0
 - two Ray worker nodes (`ray start --address`, 2 CPUs each, label `cloce-node=worker-N`):
   separate raylets on one machine are separate Ray nodes; every trial's training lands here;
 - an MLflow tracking server (`mlflow server`, SQLite backend + proxied artifacts dir);
+- ROOT/secrets (0700): the Ray auth token (0600, experiments/local_cluster/locks.py): every node,
+  the submitter and the checks run with RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH;
 - ROOT/shared: the Ray storage path (results, checkpoints), the study dir, data and model.
 
 Every process is stopped by process id: each `ray start` / `mlflow server` runs in a session
 of its own, and stop() signals that process group plus any process whose command line or
 working directory lies under that node's temp dir, and their descendants. Never `ray stop`
 (it kills every Ray process on the machine). tests/test_local_cluster.py runs the same code.
-The process helpers are in testbed/local_cluster/processes.py; the study, its faults and checks in
-testbed/local_cluster/chaos_study.py; the command line (demo, start, stop) in testbed/local_cluster/cli.py.
+The process helpers are in experiments/local_cluster/processes.py; the study, its faults and checks in
+experiments/local_cluster/chaos_study.py; the command line (demo, start, stop) in experiments/local_cluster/cli.py.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from experiments.local_cluster.locks import bearer, new_ray_token
 from experiments.local_cluster.processes import (
     cluster_env, free_ports, own_processes, ray_cli, stable_port, stop_processes, wait_http,
 )
@@ -53,6 +56,16 @@ class LocalCluster:
     nodes: dict = field(default_factory=dict)  # name -> Node
     cpus_per_worker: int = 2
     mlflow_command: list = field(default_factory=list)
+    token_path: str = ""  # ROOT/secrets/ray_auth_token (0600): head, workers and clients read it
+
+    def env(self) -> dict[str, str]:
+        return cluster_env(self.token_path)
+
+    def job_client(self):
+        """A job API client that presents the token (this process's own Ray may have auth off)."""
+        from ray.job_submission import JobSubmissionClient
+
+        return JobSubmissionClient(self.dashboard_url, headers=bearer(self.token_path))
 
     # -- addresses
     @property
@@ -92,7 +105,7 @@ class LocalCluster:
         # A short root: Ray's unix sockets live under each temp dir (path limit ~107 bytes).
         root = Path(root or tempfile.mkdtemp(prefix="lcl_", dir="/tmp")).resolve()
         root.mkdir(parents=True, exist_ok=True)
-        cluster = cls(str(root), cpus_per_worker=cpus_per_worker)
+        cluster = cls(str(root), cpus_per_worker=cpus_per_worker, token_path=str(new_ray_token(root)))
         for sub in ("ray", "study"):
             (cluster.shared / sub).mkdir(parents=True, exist_ok=True)
         try:
@@ -123,7 +136,7 @@ class LocalCluster:
                    f"--object-store-memory={300 * 2**20}",
                    f"--labels=cloce-node={name}", "--disable-usage-stats", "--log-style=record"]
         # Its own session: every daemon it forks shares this process group, ours to signal.
-        starter = subprocess.Popen(command, env=cluster_env(), cwd=temp_dir, start_new_session=True,
+        starter = subprocess.Popen(command, env=self.env(), cwd=temp_dir, start_new_session=True,
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         node = Node(name, starter.pid, temp_dir, ports)
         self.nodes[name] = node
@@ -155,7 +168,7 @@ class LocalCluster:
             # (study/driver/cells.py: trial_resources) and, next to them, the Ray Train controllers.
             "--num-cpus=0", '--resources={"trial_driver": 100}',
         ], ports)
-        wait_http(f"{self.dashboard_url}/api/version", timeout=120)
+        wait_http(f"{self.dashboard_url}/api/version", timeout=120, headers=bearer(self.token_path))
 
     def _start_worker(self, name: str) -> None:
         self._ray_start(name, [f"--address={self.gcs_address}", f"--num-cpus={self.cpus_per_worker}"],
@@ -178,7 +191,7 @@ class LocalCluster:
             ]
         port = int(self.mlflow_command[self.mlflow_command.index("--port") + 1])
         with open(store / "server.log", "a") as out:
-            process = subprocess.Popen(self.mlflow_command, env=cluster_env(), cwd=str(store),
+            process = subprocess.Popen(self.mlflow_command, env=self.env(), cwd=str(store),
                                        start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
         self.nodes["mlflow"] = Node("mlflow", process.pid, str(store), {"http": port})
         try:
@@ -216,7 +229,7 @@ print("STATE" + json.dumps({"nodes": nodes, "placement_groups": {k: v["state"] f
       "total": ray.cluster_resources(), "available": ray.available_resources()}))
 ray.shutdown()
 """ % self.gcs_address
-        done = subprocess.run([sys.executable, "-c", code], env=cluster_env(), capture_output=True, text=True,
+        done = subprocess.run([sys.executable, "-c", code], env=self.env(), capture_output=True, text=True,
                               timeout=120, cwd=self.root)
         for line in done.stdout.splitlines():
             if line.startswith("STATE"):

@@ -1,4 +1,4 @@
-"""Processes and ports of the local cluster (testbed/local_cluster/cluster.py), by process id only: free
+"""Processes and ports of the local cluster (experiments/local_cluster/cluster.py), by process id only: free
 ports, the one environment every node and client shares, the processes a process group (or a
 directory) owns and stopping them, and waiting for a server to answer over HTTP. Never
 `ray stop` (it kills every Ray process on the machine).
@@ -58,14 +58,15 @@ def ray_cli() -> list[str]:
     return [sys.executable, "-m", "ray.scripts.scripts"]
 
 
-def cluster_env() -> dict[str, str]:
-    """One environment for every node, the submitter and the checks: no token auth (loopback
-    only; head and clients must agree), no cluster from outside, one thread per op."""
+def cluster_env(token_path: str | Path) -> dict[str, str]:
+    """One environment for every node, the submitter and the checks: Ray token auth on, with the
+    token read from the 0600 file `token_path` (its path only: the value never lands on a
+    command line or in an environment Ray logs), no cluster from outside, one thread per op."""
     env = dict(os.environ)
     for name in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH",
                  "MLFLOW_TRACKING_URI"):
         env.pop(name, None)
-    env |= {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1",
+    env |= {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_path), "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1",
             "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     # The job's `python` is this interpreter (the one with ray and the project installed).
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
@@ -131,13 +132,14 @@ def stop_processes(pgid: int, marker: str | None, grace: float = 5.0) -> list[in
     return own_processes(pgid, marker)
 
 
-def wait_http(url: str, timeout: float, process: subprocess.Popen | None = None) -> None:
+def wait_http(url: str, timeout: float, process: subprocess.Popen | None = None,
+              headers: dict[str, str] | None = None) -> None:
     deadline, last = time.monotonic() + timeout, None
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"the server exited with rc {process.returncode}")
         try:
-            with urllib.request.urlopen(url, timeout=5) as response:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=5) as response:
                 if response.status == 200:
                     return
         except Exception as err:  # not up yet
