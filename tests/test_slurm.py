@@ -1,10 +1,16 @@
-"""The SLURM recipe (deploy/slurm/cloce_study.sbatch) on a real SLURM (one node, and two slurmd on one machine) started on this
-machine (tests/slurm_cluster.py: munged, slurmctld and slurmd on free ports, stopped by process
-id): a job starts a Ray head with token auth inside an `srun` step, submits a tiny study as a
-Ray job and ends COMPLETED in `sacct`, its MLflow runs and table in place, no secret written
-anywhere, no process of it left; a second job is cancelled mid-study (`scancel`), its Ray goes
-with it, and `--resume` in a new job finishes the study without running a trial twice; a third
-hears of its time limit (`--signal=B:USR1@60`) and stops its study and Ray before it.
+"""The SLURM recipe (deploy/slurm/cloce_study.sbatch) on a real SLURM started on this machine
+(tests/slurm_cluster.py: munged, slurmctld and two slurmd on free ports, stopped by process id),
+one cluster for the module and three jobs in all, each behaviour checked once:
+- a job on two nodes starts a Ray head with token auth inside an `srun` step and a worker step on
+  the other node; two trials that run at once run on different nodes; it is cancelled
+  mid-study (`scancel`) and its Ray on both nodes goes with it;
+- a `--resume` job on one node finishes that study without running a trial twice, ends COMPLETED
+  in `sacct`, its MLflow runs and table in place; no secret of either job written anywhere, no
+  process of them left;
+- a third job (one node) hears of its time limit (`--signal=B:USR1@60`) and stops its study and
+  Ray before it.
+(Before, a separate one-node job ran to COMPLETED and a second cluster ran the two-node job: five
+jobs and two clusters, 693 s; the checks are the same.)
 """
 from __future__ import annotations
 
@@ -53,7 +59,8 @@ def running_cluster(**shape):
 
 @pytest.fixture(scope="module")
 def slurm():
-    with running_cluster(nodes=1, cpus=2) as cluster:
+    """Two nodes of 2 CPUs: a job asks for one node, or two with 1 CPU each."""
+    with running_cluster(nodes=2, cpus=2) as cluster:
         yield cluster
 
 
@@ -118,90 +125,61 @@ def files_containing(root: Path, secret: bytes) -> list[str]:
     return [str(p) for p in root.rglob("*") if p.is_file() and not p.is_symlink() and secret in p.read_bytes()]
 
 
-def test_a_tiny_study_runs_to_completed_with_token_auth(slurm, tiny_semeval_dir, tiny_model_dir, tmp_path):
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    started = time.perf_counter()
-    job_id, output = submit(slurm, shared, study_args(tiny_semeval_dir, tiny_model_dir, shared, ["prompt_ki"]))
-    job_dir = shared / "slurm" / f"job-{job_id}"
-
-    # While it runs: a token only its owner may read, and a head that refuses requests without it.
+def check_token_auth_while_running(cluster: SlurmCluster, job_id: str, output: Path, job_dir: Path, nodes: int) -> bytes:
+    """A token only its owner may read, a head that refuses requests without it, and every
+    raylet importing this checkout with token auth on; returns the token."""
     token_file = job_dir / "ray_auth_token"
-    wait_for(lambda: token_file.is_file() and token_file.stat().st_size, "the token file", 120, slurm, job_id, output)
+    wait_for(lambda: token_file.is_file() and token_file.stat().st_size, "the token file", 120, cluster, job_id, output)
     assert token_file.stat().st_mode & 0o777 == 0o600
     assert job_dir.stat().st_mode & 0o777 == 0o700
     token = token_file.read_bytes()
     assert len(token) == 64
     head = wait_for(lambda: (job_dir / "head").is_file() and (job_dir / "head").read_text().split(),
-                    "the head's address", 180, slurm, job_id, output)
+                    "the head's address", 180, cluster, job_id, output)
     url = f"http://127.0.0.1:{head[2]}/api/jobs/"
-    wait_for(lambda: "1 Ray node up" in text(output), "the Ray nodes", 300, slurm, job_id, output)
+    up = "1 Ray node up" if nodes == 1 else f"{nodes} Ray nodes up"
+    wait_for(lambda: up in text(output), "the Ray nodes", 300, cluster, job_id, output)
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(url, timeout=10)
     assert refused.value.code in (401, 403), refused.value
     with urllib.request.urlopen(urllib.request.Request(url, headers={"Authorization": f"Bearer {token.decode()}"}),
                                 timeout=10) as answer:
         assert answer.status == 200
-    running = ray_processes(job_processes(slurm, job_id))
-    assert any("raylet" in cmd for cmd in running.values()), running
-    # Ray's own processes, like everything the job runs, import this checkout.
-    raylet = next(pid for pid, cmd in running.items() if "raylet" in cmd)
-    assert environment(raylet).get("PYTHONPATH", "").split(":")[0] == str(REPO)
-    assert environment(raylet)["RAY_AUTH_MODE"] == "token" and "RAY_AUTH_TOKEN" not in environment(raylet)
-
-    state = slurm.wait_ended(job_id, timeout=1500)
-    seconds = time.perf_counter() - started
-    record = slurm.sacct(job_id)
-    print(f"job {job_id} ended in {seconds:.0f} s\n{record}")
-    log = output.read_text(errors="replace")
-    print(log[-3000:])
-    assert state == "COMPLETED", log[-6000:]
-    assert f"study cloce-slurm-{job_id} SUCCEEDED" in log
-    assert "| prompt_ki |" in log  # the study's table, printed by its driver
-
-    # Its MLflow runs and table.
-    client, parents, children = child_runs(shared / "mlflow.db")
-    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    keys = sorted(r.data.tags["cloce.trial_key"] for r in children)
-    assert len(keys) == 3 and len(set(keys)) == 3, keys  # 2 search trials + seed 2's final
-    assert all(r.info.status == "FINISHED" for r in children)
-    table = Path(client.download_artifacts(parents[0].info.run_id, "results/fewshot_table.csv", str(tmp_path)))
-    rows = list(csv.DictReader(io.StringIO(table.read_text())))
-    assert [(r["variant"], r["K=2 seeds"]) for r in rows] == [("prompt_ki", "2/2")]
-    assert (shared / "study" / "tables" / "fewshot_table.md").is_file()
-
-    # No secret anywhere: not in the job's output, the Ray nodes' logs, the study dir, MLflow.
-    assert not token_file.exists(), "the token outlived its job"
-    assert token not in output.read_bytes()
-    ray_sessions = list((slurm.root / "ray").glob(f"ray-{job_id}-*"))  # the nodes' Ray logs
-    assert ray_sessions
-    for where in (job_dir, shared / "study", shared / "ray", *ray_sessions):
-        assert not files_containing(where, token), where
-    assert token not in (shared / "mlflow.db").read_bytes()
-    for run in [*parents, *children]:
-        assert token.decode() not in str(run.data.params) + str(run.data.tags)
-
-    # Nothing of the job is left: no Ray, no step, no batch script.
-    assert not job_processes(slurm, job_id), job_processes(slurm, job_id)
+    running = ray_processes(job_processes(cluster, job_id))
+    raylets = [pid for pid, cmd in running.items() if "raylet" in cmd]
+    assert len(raylets) == nodes, running
+    for raylet in raylets:  # Ray's own processes, like everything the job runs, import this checkout
+        assert environment(raylet).get("PYTHONPATH", "").split(":")[0] == str(REPO)
+        assert environment(raylet)["RAY_AUTH_MODE"] == "token" and "RAY_AUTH_TOKEN" not in environment(raylet)
+    return token
 
 
-def test_a_cancelled_study_takes_its_ray_along_and_resumes_in_a_new_job(slurm, tiny_semeval_dir, tiny_model_dir,
-                                                                         tmp_path):
+def test_a_study_cancelled_on_two_nodes_resumes_on_one_and_completes(slurm, tiny_semeval_dir, tiny_model_dir,
+                                                                     tmp_path):
     shared = tmp_path / "shared"
     shared.mkdir()
-    args = study_args(tiny_semeval_dir, tiny_model_dir, shared, ["prompt_ki", "finetune"])
-    job_id, output = submit(slurm, shared, args)
+    args = [*study_args(tiny_semeval_dir, tiny_model_dir, shared, ["prompt_ki", "finetune"]), "--workers-per-trial", "1"]
+    # Two nodes, 1 CPU each (one Ray Train worker per trial): two trials can only run at once
+    # on different nodes.
+    job_id, output = submit(slurm, shared, args, "--nodes=2", "--cpus-per-task=1")
+    job_dir = shared / "slurm" / f"job-{job_id}"
+    tokens = [check_token_auth_while_running(slurm, job_id, output, job_dir, nodes=2)]
+    assert f"nodes {' '.join(slurm.nodes)}, head {slurm.nodes[0]}" in text(output)
+    # (srun names the log after the host, here the same machine for both nodes)
+    worker_logs = list(job_dir.glob("ray-worker-*.log"))
+    assert len(worker_logs) == 1 and "Ray runtime started" in text(worker_logs[0]), worker_logs
+
     # Mid-study: one cell finished (its ledger written), the other still training.
     cells = shared / "study" / "cells"
     finished = wait_for(lambda: sorted(cells.glob("*.json")) if cells.is_dir() else None, "a finished cell", 1200,
                         slurm, job_id, output)
     first_cell = finished[0].stem.split("-")[0]
     running = ray_processes(job_processes(slurm, job_id))
-    assert any("raylet" in cmd for cmd in running.values()) and any("gcs_server" in cmd for cmd in running.values()), running
+    assert sum("raylet" in cmd for cmd in running.values()) == 2 and any("gcs_server" in cmd for cmd in running.values()), running
     slurm.run("scancel", job_id)
     cancelled_at = time.monotonic()
     assert slurm.wait_ended(job_id, timeout=120) == "CANCELLED"
-    # SIGTERM reaches the batch script and the Ray step at once; SLURM's SIGKILL follows
+    # SIGTERM reaches the batch script and the Ray steps at once; SLURM's SIGKILL follows
     # KillWait (20 s) later, but Ray should be gone before that.
     while job_processes(slurm, job_id) and time.monotonic() - cancelled_at < 90:
         time.sleep(1)
@@ -215,15 +193,28 @@ def test_a_cancelled_study_takes_its_ray_along_and_resumes_in_a_new_job(slurm, t
     kept = {r.data.tags["cloce.trial_key"]: r.info.run_id for r in before
             if f"/{first_cell}/" in r.data.tags["cloce.trial_key"]}
     assert len(kept) == 3, kept
+    # The cells run at once (study/driver/pool.py), two trials at a time: one on each node.
+    # (a trial cut off as it started may not have tagged its node yet)
+    nodes = {r.data.tags["cloce.trial_key"]: r.data.tags["node"] for r in before if "node" in r.data.tags}
+    print(f"trials per node: {nodes}")
+    assert set(nodes.values()) == set(slurm.nodes), nodes
 
-    resumed_id, resumed_output = submit(slurm, shared, [*args, "--resume"])
+    # The same study resumed by a new job on one node (2 CPUs), to the end.
+    started = time.perf_counter()
+    resumed_id, resumed_output = submit(slurm, shared, [*args, "--resume"], "--nodes=1")
+    resumed_dir = shared / "slurm" / f"job-{resumed_id}"
+    tokens.append(check_token_auth_while_running(slurm, resumed_id, resumed_output, resumed_dir, nodes=1))
     state = slurm.wait_ended(resumed_id, timeout=1500)
     log = resumed_output.read_text(errors="replace")
-    print(f"{slurm.sacct(resumed_id)}\n{log[-3000:]}")
+    print(f"job {resumed_id} ended in {time.perf_counter() - started:.0f} s\n{slurm.sacct(resumed_id)}\n{log[-3000:]}")
     assert state == "COMPLETED", log[-6000:]
+    assert f"study cloce-slurm-{resumed_id} SUCCEEDED" in log
     assert f"[resume] {first_cell} K=2: already finished, not re-run" in log
+    assert "| prompt_ki |" in log and "| finetune |" in log  # the study's table, printed by its driver
+
+    # Its MLflow runs and table.
     client, parents, children = child_runs(shared / "mlflow.db")
-    assert len(parents) == 1
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     keys = sorted(r.data.tags["cloce.trial_key"] for r in children)
     # A cancel that lands while Tune writes the unfinished cell's state can leave it torn (as a
     # killed driver can, tests/test_study_e2e.py): that cell then starts over and its finished
@@ -232,12 +223,31 @@ def test_a_cancelled_study_takes_its_ray_along_and_resumes_in_a_new_job(slurm, t
     torn = "Tune's saved state is unreadable" in log
     other = [r for r in before if f"/{first_cell}/" not in r.data.tags["cloce.trial_key"]
              and r.data.tags["cloce.trial_key"].startswith("search/")] if torn else []
+    # per cell 2 search trials + seed 2's final
     assert len(keys) == 6 + len(other) and len(set(keys)) == len(keys), (keys, log[-4000:])
     assert all(r.info.status == "FINISHED" for r in children), [(r.data.tags["cloce.trial_key"], r.info.status)
                                                                 for r in children]
     assert kept == {r.data.tags["cloce.trial_key"]: r.info.run_id for r in children
                     if f"/{first_cell}/" in r.data.tags["cloce.trial_key"]}
-    assert not job_processes(slurm, resumed_id)
+    table = Path(client.download_artifacts(parents[0].info.run_id, "results/fewshot_table.csv", str(tmp_path)))
+    rows = list(csv.DictReader(io.StringIO(table.read_text())))
+    assert sorted((r["variant"], r["K=2 seeds"]) for r in rows) == [("finetune", "2/2"), ("prompt_ki", "2/2")]
+    assert (shared / "study" / "tables" / "fewshot_table.md").is_file()
+
+    # No secret anywhere: not in the jobs' output, the Ray nodes' logs, the study dir, MLflow.
+    for token, job, job_output in zip(tokens, (job_id, resumed_id), (output, resumed_output)):
+        assert not (shared / "slurm" / f"job-{job}" / "ray_auth_token").exists(), "the token outlived its job"
+        ray_sessions = list((slurm.root / "ray").glob(f"ray-{job}-*"))  # the nodes' Ray logs
+        assert ray_sessions
+        for where in (shared / "slurm", shared / "study", shared / "ray", *ray_sessions):
+            assert not files_containing(where, token), where
+        assert token not in (shared / "mlflow.db").read_bytes()
+        for run in [*parents, *children]:
+            assert token.decode() not in str(run.data.params) + str(run.data.tags)
+
+    # Nothing of the jobs is left: no Ray, no step, no batch script.
+    assert not job_processes(slurm, resumed_id), job_processes(slurm, resumed_id)
+    assert not job_processes(slurm, job_id)
 
 
 def test_near_the_time_limit_the_job_stops_its_study_and_ray_itself(slurm, tiny_semeval_dir, tiny_model_dir, tmp_path):
@@ -246,7 +256,7 @@ def test_near_the_time_limit_the_job_stops_its_study_and_ray_itself(slurm, tiny_
     shared.mkdir()
     args = study_args(tiny_semeval_dir, tiny_model_dir, shared, ["prompt_ki", "finetune"])
     args[args.index("--epochs") + 1] = "50"  # longer than the job may run
-    job_id, output = submit(slurm, shared, args, "--time=2", "--signal=B:USR1@60")
+    job_id, output = submit(slurm, shared, args, "--nodes=1", "--time=2", "--signal=B:USR1@60")
     wait_for(lambda: "1 Ray node up" in text(output), "the Ray nodes", 300, slurm, job_id, output)
     state = slurm.wait_ended(job_id, timeout=300)
     record = slurm.sacct(job_id)
@@ -258,28 +268,3 @@ def test_near_the_time_limit_the_job_stops_its_study_and_ray_itself(slurm, tiny_
     assert "the time limit is near, stopping" in log and f"job {job_id}: Ray stopped" in log
     assert not (shared / "slurm" / f"job-{job_id}" / "ray_auth_token").exists()
     assert not job_processes(slurm, job_id), job_processes(slurm, job_id)
-
-
-def test_on_two_nodes_a_worker_joins_the_head_and_trains_too(tiny_semeval_dir, tiny_model_dir, tmp_path):
-    """`--nodes=2`: the head on the batch node, a worker step on the other (two slurmd on this
-    machine), the study waits for both; one Ray Train worker per trial, 1 CPU per node, so
-    the two search trials that run at once run on different nodes."""
-    with running_cluster(nodes=2, cpus=1) as slurm:
-        shared = tmp_path / "shared"
-        shared.mkdir()
-        args = [*study_args(tiny_semeval_dir, tiny_model_dir, shared, ["prompt_ki"]), "--workers-per-trial", "1"]
-        job_id, output = submit(slurm, shared, args, "--nodes=2", "--cpus-per-task=1")
-        state = slurm.wait_ended(job_id, timeout=1500)
-        log = text(output)
-        print(f"{slurm.sacct(job_id)}\n{log[-1500:]}")
-        assert state == "COMPLETED", log[-6000:]
-        assert "2 Ray nodes up" in log and f"nodes {' '.join(slurm.nodes)}, head {slurm.nodes[0]}" in log
-        # (srun names the log after the host, here the same machine for both nodes)
-        worker_logs = list((shared / "slurm" / f"job-{job_id}").glob("ray-worker-*.log"))
-        assert len(worker_logs) == 1 and "Ray runtime started" in text(worker_logs[0]), worker_logs
-        _, parents, children = child_runs(shared / "mlflow.db")
-        assert len(children) == 3 and all(r.info.status == "FINISHED" for r in children)
-        nodes = {r.data.tags["cloce.trial_key"]: r.data.tags.get("node") for r in children}
-        print(f"trials per node: {nodes}")
-        assert set(nodes.values()) == set(slurm.nodes), nodes
-        assert not job_processes(slurm, job_id), job_processes(slurm, job_id)
