@@ -83,8 +83,9 @@ def absolute_if_local(path: str | None) -> str | None:
     return str(Path(path).expanduser().resolve())
 
 
-def main(argv: list[str] | None = None, plugins: Sequence = ()) -> int:
-    """`plugins`: TrialPlugins for every trial (study/trial/plugins.py); the command passes none."""
+def main(argv: list[str] | None = None, plugins: Sequence = (), trial_function=None) -> int:
+    """`plugins`: TrialPlugins for every trial (study/trial/plugins.py); `trial_function`: a stand-in
+    for what each trial runs (study.trial.trainable.TrialContext.trial_function). The command passes neither."""
     args = build_parser().parse_args(argv)
     try:
         study = load_study_config(args.experiment, overrides_from(args))
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None, plugins: Sequence = ()) -> int:
 
     started = time.perf_counter()
     try:
-        table = run_study(study, args, plugins)
+        table = run_study(study, args, plugins, trial_function)
     except StudyError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -78,7 +78,7 @@ def run_cell(context: TrialContext, tune_dir: str, param_space: dict, tune_confi
     path = os.path.join(tune_dir, name)
     trainable = register_cell_trainable(
         re.sub(r"[^A-Za-z0-9_]", "_", f"cloce_{name}"),
-        tune.with_resources(tune.with_parameters(run_trial, context=context), trial_resources(context.study)))
+        tune.with_resources(tune.with_parameters(context.trial_function or run_trial, context=context), trial_resources(context.study)))
     # Whoever runs the loop retries it from its last checkpoint: Ray Train its workers, Tune
     # a local-mode trial (the loop runs in the trial's own process).
     local_mode = context.study.resources.workers_per_trial == 0

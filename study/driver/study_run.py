@@ -119,8 +119,9 @@ def start_ray(address: str | None, num_cpus: int | None, offline: bool) -> None:
     )
 
 
-def run_study(study: StudyConfig, args, plugins=()) -> str:
-    """`plugins`: TrialPlugins every trial calls (study/trial/plugins.py); the study command passes none."""
+def run_study(study: StudyConfig, args, plugins=(), trial_function=None) -> str:
+    """`plugins`: TrialPlugins every trial calls (study/trial/plugins.py); `trial_function`: what
+    each trial runs instead of run_trial (TrialContext.trial_function). The study command passes neither."""
     from study.driver.progress import ProgressPrinter
     from study.driver.cells import run_study_cells
     from study.reporting.tables import fewshot_table, to_markdown
@@ -147,7 +148,7 @@ def run_study(study: StudyConfig, args, plugins=()) -> str:
     start_ray(args.address, args.num_cpus, offline=study.model is None)
     storage = args.storage_path or str((study_dir / "train").resolve())
     base = TrialContext(study, "search", "", 0, storage, uri, experiment_id, parent_id, local_runtime=not args.address,
-                        plugins=tuple(plugins))
+                        plugins=tuple(plugins), trial_function=trial_function)
     try:
         finals = run_study_cells(study, base, study_dir, args.resume, [ProgressPrinter()], ledger)
     except BaseException:

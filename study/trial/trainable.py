@@ -18,7 +18,6 @@ from study.tracking import retry as tracking_retry
 from study.trial.checkpoint_cleanup import discard_checkpoint
 from study.configuration.study_config import StudyConfig
 from study.ray_workarounds import lean_trainer_class
-from study.trial.worker import read_final, train_loop_per_worker
 
 SEARCHED = ("lr", "cl_lr", "margin", "virtual_lr")
 
@@ -37,6 +36,10 @@ class TrialContext:
     parent_run_id: str
     local_runtime: bool = False  # the Ray runtime this study started itself (no cluster)
     plugins: tuple = ()  # TrialPlugins (study/trial/plugins.py) every trial calls; the study command passes none
+    # A seam: the function each Tune trial runs, `f(config, context)`; None is run_trial (the
+    # study command never sets it). A benchmark of the driver alone plugs in a stand-in here
+    # (benchmarks/bench_scale.py); it must report as run_trial does and be importable in the trials.
+    trial_function: object = None
 
 
 def trial_key(stage: str, variant: str, k: int, seed: int, trial_id: str) -> str:
@@ -50,6 +53,10 @@ def run_trial(config: dict, context: TrialContext) -> None:
     import ray.train.torch
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
+
+    # Here, not at the top: the worker imports torch, and a trial process that unpickles a
+    # TrialContext to run a stand-in (TrialContext.trial_function) need not.
+    from study.trial.worker import read_final, train_loop_per_worker
 
     phases.reset()  # this trial's clock; the process may have run others before (reuse_actors)
     trial_id = ray.tune.get_context().get_trial_id()
