@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 CONFTEST = Path(__file__).with_name("conftest.py")
+REPO = CONFTEST.parents[1]  # the copied conftest imports tests.support from the checkout
 
 SUITE = '''
 import pytest
@@ -27,6 +28,7 @@ def test_runs():
 
 def run_suite(directory: Path, ci: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "CI"} | ({"CI": ci} if ci else {})
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(directory)],
                           capture_output=True, text=True, env=env, cwd=directory, timeout=120)
 
