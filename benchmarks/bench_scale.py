@@ -45,6 +45,8 @@ def launch(args, study_dir: Path, num_samples: int, timings: Path, driver_out: P
                         # On a loaded machine the raylet gave up waiting for its metrics agent (30 s).
                         "RAY_agent_register_timeout_ms": "300000", "BENCH_SCALE_EPOCH_S": args.epoch_s,
                         "BENCH_SCALE_TIMINGS": str(timings), "BENCH_SCALE_DRIVER_OUT": str(driver_out)}
+    if args.hand_over_s is not None:
+        env["BENCH_SCALE_HAND_OVER_S"] = str(args.hand_over_s)
     command = [sys.executable, "-m", "benchmarks.scale_driver", *study_args(args, study_dir, num_samples)]
     command += ["--resume"] if resume else []
     log = open(study_dir.parent / f"{study_dir.name}{'-resume' if resume else ''}.log", "a")  # noqa: SIM115 (the driver's, open while it runs)
@@ -156,6 +158,12 @@ def summary(args, trials, driver: dict | None) -> dict:
     return out
 
 
+def commit() -> str:
+    done = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True, cwd=REPO,
+                          check=False)
+    return done.stdout.strip() or "unknown"
+
+
 def write(path: Path, figures: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(figures, indent=1))
@@ -169,6 +177,8 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--resume-check", action="store_true",
                         help="kill the driver when half the trials have ended, then --resume it")
+    parser.add_argument("--hand-over-s", type=float,
+                        help="study.driver.pool.HAND_OVER_S for this run (0: no hand-over, the design before it)")
     parser.add_argument("--work-dir", default="/tmp/bench_scale")
     parser.add_argument("--results", help="default: benchmarks/results/scale-<slots>-<trials>[-resume].json")
     args = parser.parse_args(argv)
@@ -176,12 +186,14 @@ def main(argv=None) -> int:
     # Per cell: the search (seed 1) and seeds 2-5 (seed 1's final is the chosen search run).
     num_samples = max(1, round(args.trials / cells) - (len(SEEDS) - 1))
     expected = cells * (num_samples + len(SEEDS) - 1)
-    tag = f"scale-{args.slots}-{args.trials}{'-resume' if args.resume_check else ''}"
+    tag = (f"scale-{args.slots}-{args.trials}{'-resume' if args.resume_check else ''}"
+           f"{'' if args.hand_over_s is None else f'-hand-over-{args.hand_over_s:g}'}")
     results = Path(args.results or REPO / "benchmarks" / "results" / f"{tag}.json")
     work = Path(args.work_dir) / f"{tag}-{time.strftime('%H%M%S')}"
     work.mkdir(parents=True)
     study_dir, timings, driver_out = work / "study", work / "timings.jsonl", work / "driver.json"
     figures = {"command": "python -m benchmarks.bench_scale " + " ".join(argv or sys.argv[1:]),
+               "commit": commit(),
                "cells": cells, "num_samples": num_samples, "expected_trials": expected, "work_dir": str(work)}
     print(f"{expected} trials ({cells} cells x {num_samples} search + {len(SEEDS) - 1} seeds) on {args.slots} slots; "
           f"work dir {work}", flush=True)

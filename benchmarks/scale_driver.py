@@ -5,7 +5,11 @@ benchmarks/scale_standin.py instead of training (TrialContext.trial_function).
 It writes, to $BENCH_SCALE_DRIVER_OUT, this process's own figures: CPU seconds (user + system,
 all its threads: the Tuner threads, Tune's controllers, Ray's core worker), peak RSS, and the
 seconds and CPU of the end-of-study reporting (tables, comparisons, plots, the parent run's
-files and metrics: study.driver.study_run.attach_results, timed from outside)."""
+files and metrics: study.driver.study_run.attach_results, timed from outside).
+
+$BENCH_SCALE_HAND_OVER_S, where set, replaces study.driver.pool.HAND_OVER_S (0: an ended
+trial's slot goes to whichever cell asks first and its process is let go, the design before
+issue 26's hand-over): the benchmark's A/B of the two."""
 from __future__ import annotations
 
 import json
@@ -23,8 +27,10 @@ def cpu_s() -> float:
 def main(argv: list[str]) -> int:
     from benchmarks.scale_standin import standin_trial
     from study.cli import main as study_main
-    from study.driver import study_run
+    from study.driver import pool, study_run
 
+    if os.environ.get("BENCH_SCALE_HAND_OVER_S"):
+        pool.HAND_OVER_S = float(os.environ["BENCH_SCALE_HAND_OVER_S"])
     figures: dict = {"started": time.time()}
     attach = study_run.attach_results
 

@@ -5,7 +5,7 @@ fails when an upgrade moves what it patches (tests/test_ray_workarounds.py).
 Registries (driver process). Tune pickles a cell's searcher and limiter into the cell's experiment
 state (for `Tuner.restore`) and may unpickle or copy them: such an object cannot hold a lock, a
 thread's callback or another cell's live object, so it holds a name and finds the live object here.
-Patches. Tune's actor cache, Ray Train V2's default callbacks, and Tune's trainable registry.
+Patches. Tune's actor cache (kept for a cell's held slot), Ray Train V2's default callbacks, and Tune's trainable registry.
 """
 from __future__ import annotations
 
@@ -62,29 +62,80 @@ def register_cell_trainable(name: str, trainable) -> str:
     return name
 
 
-@contextmanager
-def no_idle_trial_actors(enabled: bool) -> Iterator[None]:
-    """While on, the Tuners of this process keep an ended trial's process only for a trial
-    already waiting for it.
+# The cell whose Tuner runs in this thread (study/driver/cells.py: run_cell), for the actor
+# cache its TuneController builds here.
+_THIS_THREADS_CELL = threading.local()
 
-    Tune keeps one ended trial's process (its actor, with its CPUs) even when no trial waits
-    for it (`TuneController`'s `_ObjectCache(may_keep_one=True)`), for a trial its searcher
-    may suggest next. Under a study-wide slot limit that deadlocks: a cell whose search ended
-    keeps its idle process while another cell takes the slot it freed; that cell's trial waits
-    for CPUs the idle processes hold, and they wait for a slot. Seen on 2026-11-28:
-    scierc_protocol with 2 slots on 2 CPUs, two idle prompt_ki processes, nothing running
-    for minutes. Private Tune API, pinned Ray: tests/test_study_pool.py fails if it moves."""
+
+@contextmanager
+def cell_of_this_thread(cell: str) -> Iterator[None]:
+    _THIS_THREADS_CELL.name = cell
+    try:
+        yield
+    finally:
+        _THIS_THREADS_CELL.name = ""
+
+
+def handed_over_actor_cache(cache_class):
+    """Tune's actor cache (`_ObjectCache`) for one cell's TuneController, under a study-wide slot limit.
+
+    Tune keeps an ended trial's process (its actor, with its CPUs) for a trial already waiting
+    in the same Tuner, and by default one more even when none waits
+    (`_ObjectCache(may_keep_one=True)`), for a trial its searcher may suggest next. Under a
+    study-wide slot limit both go wrong:
+    - the idle process kept with no trial waiting deadlocks: a cell whose search ended keeps
+      it while another cell takes the slot it freed; that cell's trial waits for the CPUs the
+      idle processes hold, and they wait for a slot (seen on 2026-11-28: scierc_protocol with
+      2 slots on 2 CPUs, two idle prompt_ki processes, nothing running for minutes);
+    - with none kept, no trial is ever waiting in a saturated cell (its searcher gets no slot
+      until one ends), so every trial starts a new process: 72 processes for 105 trials in the
+      scale benchmark, each paying its imports (issue 26).
+    So a process is kept exactly while the study holds its slot for the cell
+    (study/driver/pool.py: StudySlots.hand_over, HAND_OVER_S): the cell's next trial takes
+    both, and an unclaimed slot and its process are let go together.
+    Private Tune API, pinned Ray: tests/test_study_pool.py fails if it moves."""
+
+    class HandedOverActorCache(cache_class):
+        def __init__(self, may_keep_one: bool = True):  # TuneController passes may_keep_one=True
+            super().__init__(may_keep_one=False)
+            self._cell = getattr(_THIS_THREADS_CELL, "name", "")
+
+        def _held_slots(self) -> int:
+            limiter = LIMITERS.get(self._cell) if self._cell else None
+            return limiter.held_slots() if limiter is not None else 0
+
+        def cache_object(self, key, obj) -> bool:
+            if super().cache_object(key, obj):  # a trial of this Tuner waits for it
+                return True
+            if self.num_cached_objects >= self.total_max_objects + self._held_slots():
+                return False
+            self._cached_objects[key].append(obj)
+            self._num_cached_objects += 1
+            return True
+
+        def flush_cached_objects(self, force_all: bool = False):
+            kept = 0 if force_all else self._held_slots()
+            for key, objs in self._cached_objects.items():
+                wanted = 0 if force_all else self._max_num_objects[key]
+                while len(objs) > wanted + kept:
+                    self._num_cached_objects -= 1
+                    yield objs.pop(0)
+                kept = max(0, kept - (len(objs) - wanted))
+
+    return HandedOverActorCache
+
+
+@contextmanager
+def handed_over_trial_actors(enabled: bool) -> Iterator[None]:
+    """While on, every TuneController built in this process keeps an ended trial's process only
+    for a trial already waiting for it or for a slot held for its cell (handed_over_actor_cache)."""
     if not enabled:
         yield
         return
     from ray.tune.execution import tune_controller
 
     keeping = tune_controller._ObjectCache
-
-    def letting_go(*args, **kwargs):  # TuneController passes may_keep_one=True itself
-        return keeping(*args, **(kwargs | {"may_keep_one": False}))
-
-    tune_controller._ObjectCache = letting_go
+    tune_controller._ObjectCache = handed_over_actor_cache(keeping)
     try:
         yield
     finally:

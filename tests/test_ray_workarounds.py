@@ -1,6 +1,6 @@
 """Each patch of a Ray internal in study/ray_workarounds.py fails a test here when a Ray upgrade
 moves what it patches (the actor cache's: tests/test_study_pool.py,
-test_no_idle_trial_actors_makes_the_controller_cache_let_go)."""
+test_under_a_slot_limit_tune_keeps_a_trial_process_only_for_its_cells_held_slot)."""
 from __future__ import annotations
 
 import inspect

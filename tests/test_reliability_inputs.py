@@ -152,3 +152,23 @@ def test_the_local_ray_runtime_keeps_its_dashboard_on_localhost(monkeypatch):
     monkeypatch.setattr(ray, "init", lambda **kwargs: seen.update(kwargs))
     REAL_START_RAY(None, 2, offline=True)
     assert seen["include_dashboard"] is False and seen["dashboard_host"] == "127.0.0.1"
+
+
+def test_a_trials_params_go_to_mlflow_in_one_batch_without_secrets(tmp_path, monkeypatch):
+    """child_run logs every param of a trial in one call (one call a param was one SQLite
+    transaction each: ~2.3 s of a trial's tracking for 43 params here), and no secret among them."""
+    from mlflow.tracking import MlflowClient
+
+    from study.tracking import runs
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    experiment_id, parent = runs.start_parent_run(uri, "cloce-test", "study-key", {"a": 1}, {})
+    calls = []
+    batch = MlflowClient.log_batch
+    monkeypatch.setattr(MlflowClient, "log_batch", lambda self, run_id, **kw: calls.append(kw) or batch(self, run_id, **kw))
+    monkeypatch.setattr(MlflowClient, "log_param", lambda *a, **kw: pytest.fail("one param at a time"))
+    params = {f"p{i}": i for i in range(150)} | {"hf_token": "hf_abc"}
+    run_id = runs.child_run(uri, experiment_id, parent, "search/finetune/8/1/t1", params, {"variant": "finetune"})
+    assert len(calls) == 2 and [len(c["params"]) for c in calls] == [100, 50]  # MLflow's 100 a batch
+    logged = MlflowClient(uri).get_run(run_id).data.params
+    assert logged == {f"p{i}": str(i) for i in range(150)}

@@ -30,12 +30,16 @@ class Counting(Searcher):
 def test_the_study_limit_holds_across_cells_and_frees_with_each_ended_trial():
     register_slots("test-limit", 3)
     first, second = CellLimiter(Counting(), 2, "test-limit"), CellLimiter(Counting(), 5, "test-limit")
+    first.publisher, second.publisher = "first", "second"
     assert first.suggest("a1") and first.suggest("a2")
     assert first.suggest("a3") is None  # the cell's own limit
     assert second.suggest("b1") is not None
     assert second.suggest("b2") is None  # the study's: 3 trials live
     assert slots_named("test-limit").taken == 3
     first.on_trial_complete("a1", {"m": 1})
+    assert second.suggest("b2") is None  # held for the first cell's next trial
+    assert first.suggest("a3") is not None
+    first.on_trial_complete("a2", error=True)  # a failed trial's slot is free for anyone
     assert second.suggest("b2") is not None
     assert slots_named("test-limit").taken == 3
 
@@ -119,31 +123,122 @@ def test_one_cell_after_another_when_asked():
     assert peak[0] == 1
 
 
-def test_under_a_slot_limit_tune_keeps_no_idle_trial_process():
-    """Tune's controller builds its actor cache from `tune_controller._ObjectCache`: with the
-    patch on, an ended trial's process with no trial waiting for it is let go, not kept."""
+def test_an_ended_trials_slot_is_held_for_its_own_cell_then_let_go(monkeypatch):
+    """A trial that ends well hands its slot to its cell's next trial (and with it its process,
+    below); another cell gets it only once the hold has lapsed (HAND_OVER_S)."""
+    from study.driver import pool
+
+    now = [100.0]
+    monkeypatch.setattr(pool.time, "monotonic", lambda: now[0])
+    register_slots("test-hand-over", 1)
+    mine, other = CellLimiter(Counting(), 2, "test-hand-over"), CellLimiter(Counting(), 2, "test-hand-over")
+    mine.publisher, other.publisher = "mine", "other"
+    assert mine.suggest("m1") is not None
+    mine.on_trial_complete("m1", {"m": 1})
+    assert mine.held_slots() == 1 and slots_named("test-hand-over").taken == 1
+    assert other.suggest("o1") is None  # held for "mine"
+    assert mine.suggest("m2") is not None and mine.held_slots() == 0  # the hold, taken
+    mine.on_trial_complete("m2", {"m": 1})
+    now[0] += pool.HAND_OVER_S + 0.1  # "mine" asks for nothing in time
+    assert other.suggest("o1") is not None
+
+
+def test_a_failed_trial_gives_its_slot_straight_back():
+    register_slots("test-failed", 1)
+    mine, other = CellLimiter(Counting(), 2, "test-failed"), CellLimiter(Counting(), 2, "test-failed")
+    mine.publisher, other.publisher = "mine-f", "other-f"
+    assert mine.suggest("m1") is not None
+    mine.on_trial_complete("m1", error=True)  # its process is gone: nothing to hand on
+    assert mine.held_slots() == 0 and other.suggest("o1") is not None
+
+
+def test_a_cell_that_suggests_nothing_keeps_its_hold_no_longer_than_its_deadline(monkeypatch):
+    from study.driver import pool
+
+    now = [0.0]
+    monkeypatch.setattr(pool.time, "monotonic", lambda: now[0])
+
+    class Waiting(Counting):
+        def suggest(self, trial_id):
+            return None  # e.g. a search waiting for its trials' results
+
+    register_slots("test-waiting", 1)
+    mine, other = CellLimiter(Counting(), 2, "test-waiting"), CellLimiter(Counting(), 2, "test-waiting")
+    mine.publisher, other.publisher = "mine-w", "other-w"
+    assert mine.suggest("m1") is not None
+    mine.on_trial_complete("m1", {"m": 1})
+    mine.searcher = Waiting()
+    for step in range(10):  # asked again and again, the hold keeps its first deadline
+        now[0] = step * pool.HAND_OVER_S / 10
+        assert mine.suggest(f"m{step + 2}") is None and mine.held_slots() == 1
+    now[0] = pool.HAND_OVER_S + 0.01
+    assert mine.held_slots() == 0 and other.suggest("o1") is not None
+
+
+def test_a_cell_whose_search_is_finished_lets_its_hold_go():
+    class Finished(Counting):
+        def suggest(self, trial_id):
+            return Searcher.FINISHED
+
+    register_slots("test-finished", 1)
+    mine, other = CellLimiter(Counting(), 2, "test-finished"), CellLimiter(Counting(), 2, "test-finished")
+    mine.publisher, other.publisher = "mine-d", "other-d"
+    assert mine.suggest("m1") is not None
+    mine.on_trial_complete("m1", {"m": 1})
+    mine.searcher = Finished()
+    assert mine.suggest("m2") == Searcher.FINISHED
+    assert mine.held_slots() == 0 and other.suggest("o1") is not None
+
+
+def test_under_a_slot_limit_tune_keeps_a_trial_process_only_for_its_cells_held_slot():
+    """Tune's controller builds its actor cache from `tune_controller._ObjectCache` in the Tuner's
+    thread: with the patch on, an ended trial's process is kept while a slot is held for the
+    cell, and let go with the slot; with no slot held it is not kept (the deadlock's half)."""
     import inspect
 
     from ray.tune.execution import tune_controller
 
-    from study.ray_workarounds import no_idle_trial_actors
+    from study.ray_workarounds import cell_of_this_thread, handed_over_trial_actors
 
-    # How TuneController.__init__ builds it (Ray 2.60): if that changes, the patch must follow.
+    # What the patch relies on (Ray 2.60): if any of it moves, the patch must follow.
     assert "_ObjectCache(may_keep_one=True)" in inspect.getsource(tune_controller.TuneController.__init__)
+    assert "self._actor_cache.cache_object(" in inspect.getsource(tune_controller.TuneController._maybe_cache_trial_actor)
+    assert "flush_cached_objects" in inspect.getsource(tune_controller.TuneController._cleanup_cached_actors)
+    assert "pop_cached_object" in inspect.getsource(tune_controller.TuneController._maybe_reuse_cached_actor)
 
-    def keeps_an_idle_process() -> bool:
-        cache = tune_controller._ObjectCache(may_keep_one=True)  # the controller's call
-        return cache.cache_object("1 CPU", object())  # no trial waits for "1 CPU"
+    register_slots("test-cache", 1)
+    limiter = CellLimiter(Counting(), 2, "test-cache")
+    limiter.publisher = "cache-cell"
+    from study.ray_workarounds import LIMITERS
 
-    assert keeps_an_idle_process()  # Tune's default: the deadlock's half
-    with no_idle_trial_actors(True):
-        assert not keeps_an_idle_process()
-    assert keeps_an_idle_process()
-    with no_idle_trial_actors(False):
-        assert keeps_an_idle_process()
+    LIMITERS.put("cache-cell", limiter)
+
+    def controller_cache():
+        return tune_controller._ObjectCache(may_keep_one=True)  # the controller's call
+
+    assert controller_cache().cache_object("1 CPU", object())  # Tune's default keeps an idle one
+    with handed_over_trial_actors(True), cell_of_this_thread("cache-cell"):
+        cache = controller_cache()
+        assert not cache.cache_object("1 CPU", object())  # no slot held: let go
+        assert limiter.suggest("t1") is not None
+        limiter.on_trial_complete("t1", {"m": 1})
+        process = object()
+        assert cache.cache_object("1 CPU", process)  # kept for the held slot
+        assert list(cache.flush_cached_objects()) == []  # the controller's end-of-step flush keeps it
+        assert limiter.suggest("t2") is not None  # the cell's next trial takes the slot ...
+        cache.increase_max("1 CPU")  # ... and is staged: Tune asks for its process
+        assert cache.pop_cached_object("1 CPU") is process
+        limiter.on_trial_complete("t2", {"m": 1})
+        assert cache.cache_object("1 CPU", process)
+        slots_named("test-cache").let_go("cache-cell")  # the hold ends unclaimed
+        cache.decrease_max("1 CPU")
+        assert list(cache.flush_cached_objects()) == [process]  # let go with the slot
+    assert controller_cache().cache_object("1 CPU", object())  # the patch is off again
+    with handed_over_trial_actors(False):
+        assert controller_cache().cache_object("1 CPU", object())
 
 
-def test_a_study_with_a_slot_limit_runs_its_cells_without_idle_trial_processes(monkeypatch, tmp_path):
+def test_a_study_with_a_slot_limit_runs_its_cells_with_handed_over_trial_processes(monkeypatch, tmp_path):
     """run_study_cells turns the patch on exactly when resources.max_running_trials is set."""
     from contextlib import contextmanager
 
@@ -157,7 +252,7 @@ def test_a_study_with_a_slot_limit_runs_its_cells_without_idle_trial_processes(m
         seen.append(enabled)
         yield
 
-    monkeypatch.setattr(stages, "no_idle_trial_actors", spy)
+    monkeypatch.setattr(stages, "handed_over_trial_actors", spy)
     monkeypatch.setattr(stages.CellRunner, "run", lambda self, work: [])
     for limit in (2, 0):
         study = load_study_config("quick", {"resources.max_running_trials": limit, "study.variants": ["finetune"]})

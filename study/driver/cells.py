@@ -30,7 +30,7 @@ from study.driver.cell_search import (
 )
 from study.driver.ledger import LedgerWriter, TrialLedger
 from study.driver.pool import CellLimiter, CellRunner, register_slots
-from study.ray_workarounds import no_idle_trial_actors, register_cell_trainable
+from study.ray_workarounds import cell_of_this_thread, handed_over_trial_actors, register_cell_trainable
 from study.trial.trainable import TrialContext, run_trial, trial_record
 
 
@@ -111,7 +111,9 @@ def run_cell(context: TrialContext, tune_dir: str, param_space: dict, tune_confi
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             ),
         )
-    grid = tuner.fit()
+    # The controller fit() builds here finds its cell's held slots by this name (study/ray_workarounds.py).
+    with cell_of_this_thread(getattr(tune_config.search_alg, "publisher", "")):
+        grid = tuner.fit()
     # Their records are written: the finished trials' checkpoints would only fill the disk.
     discard_finished_checkpoints(grid)
     tracking.close_stopped_runs(context.tracking_uri, context.experiment_id, context.parent_run_id,
@@ -201,7 +203,8 @@ def run_cell_stages(study: StudyConfig, context: TrialContext, tune_dir: str, re
     records = []
     if runs:
         tune_config = tune.TuneConfig(
-            search_alg=CellLimiter(searcher, cell_limit(study, max(trials, len(study.seeds))), slots),
+            search_alg=CellLimiter(searcher, cell_limit(study, max(trials, len(study.seeds))), slots,
+                                   hands_over=scheduler is None),
             scheduler=scheduler,
             num_samples=runs,
             # One process for the cell's trials, search and final, not one per trial; but a trial
@@ -262,6 +265,7 @@ def run_study_cells(study: StudyConfig, base: TrialContext, study_dir: Path, res
         tracking.log_json(base.tracking_uri, base.parent_run_id, {"best_config": best}, f"chosen_configs/{variant}-K{k}.json")
         return final
 
-    # A slot limit needs Tune to let go of idle trial processes (no_idle_trial_actors says why).
-    with no_idle_trial_actors(study.resources.max_running_trials > 0):
+    # A slot limit needs Tune to keep a trial process only for its cell's next trial
+    # (handed_over_actor_cache says why).
+    with handed_over_trial_actors(study.resources.max_running_trials > 0):
         return runner.run(run_one_cell)

@@ -21,6 +21,7 @@ Limits, from the inside out:
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Dict, Optional
 
@@ -30,31 +31,93 @@ from study.ray_workarounds import LIMITERS, SLOTS
 
 
 
+# How long a slot freed by a cell's ended trial waits for that cell's next trial (seconds).
+# Tune keeps an ended trial's process only for a trial of its own Tuner; a cell suggests its
+# next trial on its controller's next loop (~0.1 s, a few seconds on a loaded 2-core machine).
+# Held for the cell, the slot and the process go on together; unclaimed, both are let go.
+HAND_OVER_S = 5.0
+
+
 class StudySlots:
-    """How many trials the whole study may have running (or waiting for resources) at once."""
+    """How many trials the whole study may have running (or waiting for resources) at once.
+
+    A slot is taken by a trial, or held for a cell for HAND_OVER_S after one of the cell's
+    trials ended (`hand_over`): the cell's next trial takes it, and with it the ended trial's
+    process (study/ray_workarounds.py: handed_over_trial_actors). Without the hold the slot
+    went to whichever cell asked first, and the ended trial's process to nobody: under a
+    saturated limit nearly every trial started a new process (issue 26: 72 processes for 105
+    trials)."""
 
     def __init__(self, limit: int | None):
         self.limit = limit or None  # None: no limit of ours, the cluster's resources decide
         self._lock = threading.Lock()
         self._taken: set[str] = set()
+        self._held: dict[str, list[float]] = {}  # cell -> deadlines of the slots held for it
 
     def try_take(self, trial_id: str) -> bool:
         with self._lock:
+            self._expire(time.monotonic())
             if trial_id in self._taken:
                 return True
-            if self.limit is not None and len(self._taken) >= self.limit:
+            if self.limit is not None and len(self._taken) + self._holds() >= self.limit:
                 return False
             self._taken.add(trial_id)
             return True
+
+    def take_held(self, trial_id: str, cell: str) -> float | None:
+        """A slot held for `cell`, now taken by its trial `trial_id`: the hold's deadline, or None."""
+        with self._lock:
+            self._expire(time.monotonic())
+            held = self._held.get(cell)
+            if not held:
+                return None
+            deadline = held.pop(0)
+            self._taken.add(trial_id)
+            return deadline
 
     def give_back(self, trial_id: str) -> None:
         with self._lock:
             self._taken.discard(trial_id)
 
+    def hand_over(self, trial_id: str, cell: str) -> None:
+        """The ended trial's slot, held for the next trial of its cell (HAND_OVER_S)."""
+        with self._lock:
+            if trial_id in self._taken:
+                self._taken.discard(trial_id)
+                self._held.setdefault(cell, []).append(time.monotonic() + HAND_OVER_S)
+
+    def hold_again(self, trial_id: str, cell: str, deadline: float) -> None:
+        """A trial that took the cell's held slot and was not suggested after all: the hold
+        stands until its own deadline (never extended: a cell that never suggests lets go)."""
+        with self._lock:
+            if trial_id in self._taken:
+                self._taken.discard(trial_id)
+                self._held.setdefault(cell, []).insert(0, deadline)
+
+    def held_for(self, cell: str) -> int:
+        """How many slots are held for `cell` now (expired holds are let go first)."""
+        with self._lock:
+            self._expire(time.monotonic())
+            return len(self._held.get(cell, ()))
+
+    def let_go(self, cell: str) -> None:
+        """The cell will suggest no more trials: its held slots go back to the study."""
+        with self._lock:
+            self._held.pop(cell, None)
+
+    def _expire(self, now: float) -> None:
+        for cell, deadlines in list(self._held.items()):
+            deadlines[:] = [d for d in deadlines if d > now]
+            if not deadlines:
+                del self._held[cell]
+
+    def _holds(self) -> int:
+        return sum(len(deadlines) for deadlines in self._held.values())
+
     @property
     def taken(self) -> int:
         with self._lock:
-            return len(self._taken)
+            return len(self._taken) + self._holds()
 
 
 def register_slots(name: str, limit: int | None) -> StudySlots:
@@ -74,14 +137,16 @@ class CellLimiter(ConcurrencyLimiter):
     """Tune's ConcurrencyLimiter for one cell (`cell_limit` live trials), which also takes one
     of the study's slots for every trial it suggests and gives it back when the trial ends."""
 
-    def __init__(self, searcher: Searcher, cell_limit: int, slots_name: str):
+    def __init__(self, searcher: Searcher, cell_limit: int, slots_name: str, hands_over: bool = True):
         self.slots_name = slots_name
+        # Only where the Tuner reuses trial processes (no ASHA: study/driver/cells.py).
+        self.hands_over = hands_over
         self.publisher = getattr(searcher, "publisher", "")
         super().__init__(searcher, max_concurrent=cell_limit)
         LIMITERS.put(self.publisher, self)
 
     def __setstate__(self, state: dict) -> None:  # unpickled (Tuner.restore): the limiter in use
-        self.__dict__.update(state)
+        self.__dict__.update({"hands_over": False} | state)  # saved before hand-overs existed: none
         LIMITERS.put(self.publisher, self)
 
     def reconcile(self, trials) -> None:
@@ -97,16 +162,28 @@ class CellLimiter(ConcurrencyLimiter):
         if len(self.live_trials) >= self.max_concurrent:
             return None
         slots = slots_named(self.slots_name)
-        if not slots.try_take(trial_id):
+        held_until = slots.take_held(trial_id, self.publisher)  # first the slot held for this cell
+        if held_until is None and not slots.try_take(trial_id):
             return None  # Tune asks again on its next loop
         suggestion = super().suggest(trial_id)
-        if suggestion in (None, Searcher.FINISHED):
+        if suggestion is None and held_until is not None:
+            slots.hold_again(trial_id, self.publisher, held_until)  # nothing yet (a search waiting)
+        elif suggestion in (None, Searcher.FINISHED):
             slots.give_back(trial_id)
+            if suggestion == Searcher.FINISHED:
+                slots.let_go(self.publisher)
         return suggestion
 
     def on_trial_complete(self, trial_id: str, result: Optional[Dict] = None, error: bool = False):
-        slots_named(self.slots_name).give_back(trial_id)
+        slots = slots_named(self.slots_name)
+        if self.hands_over and result is not None and not error:
+            slots.hand_over(trial_id, self.publisher)  # its process may run the cell's next trial
+        else:
+            slots.give_back(trial_id)  # failed or never started: no process to hand on
         super().on_trial_complete(trial_id, result=result, error=error)
+
+    def held_slots(self) -> int:
+        return slots_named(self.slots_name).held_for(self.publisher)
 
 
 class CellRunner:
