@@ -123,7 +123,7 @@ def semeval():
     from cloce.data.dataset import default_data_dir, load_dataset
 
     folder = default_data_dir()
-    if not (folder / "train.txt").is_file():
+    if folder is None or not (folder / "train.txt").is_file():
         pytest.skip(f"SemEval not found at {folder}; set CLOCE_DATA_DIR to its folder")
     return load_dataset(folder)
 
@@ -165,7 +165,7 @@ def tiny_semeval_dir(tmp_path_factory):
     from cloce.data.dataset import default_data_dir
 
     source = default_data_dir()
-    if not (source / "train.txt").exists():
+    if source is None or not (source / "train.txt").exists():
         pytest.skip(f"SemEval not found at {source}")
     return Path(make_semeval_slice(tmp_path_factory.mktemp("semeval_slice"), source))
 
@@ -191,7 +191,7 @@ def family_checkpoint(tmp_path_factory):
     from tests.families import FAMILIES, corpus_sentences, save_family
 
     source = default_data_dir()
-    if not (source / "train.txt").exists():
+    if source is None or not (source / "train.txt").exists():
         pytest.skip(f"SemEval not found at {source}: the family tokenizers are trained on it")
     sentences = corpus_sentences(source)
     families = {f.name: f for f in FAMILIES}

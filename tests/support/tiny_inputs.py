@@ -29,8 +29,8 @@ def make_semeval_slice(directory: Path, source: Path | None = None) -> str:
     """Every SemEval training sentence (K-shot samples need them), every 40th val, 60th test."""
     from cloce.data.dataset import default_data_dir
 
-    source = Path(source or default_data_dir())
-    if not (source / "train.txt").exists():
+    source = Path(source) if source else default_data_dir()
+    if source is None or not (source / "train.txt").exists():
         raise FileNotFoundError(f"SemEval not found at {source} (pass --data-dir)")
     directory.mkdir(parents=True, exist_ok=True)
     for split, every in (("train", 1), ("val", 40), ("test", 60)):
