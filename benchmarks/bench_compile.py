@@ -53,9 +53,8 @@ def epoch_eager_vs_compiled(variant: str, warmup_batches: int = 3, sentences: in
     from cloce.data.dataset import load_dataset
     from cloce.encoding import Collator, EncodedSplit
     from cloce.pipeline import build_pipeline, type_vocabulary
-    from cloce.runtime import Runtime
+    from cloce.runtime import Runtime, compile_encoder
     from cloce.optim import linear_warmup_decay, model_adamw
-    from cloce.train import compile_encoder
     from cloce.variants import get_variant
 
     device = device or torch.device("cpu")

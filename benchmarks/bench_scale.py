@@ -70,7 +70,7 @@ def slot_use(trials: list[dict], slots: int) -> dict:
     for _, step in events:
         running += step
         peak = max(peak, running)
-    full = next(t for t, _ in _running_curve(events) if _ >= min(slots, peak))
+    full = next(t for t, now_running in _running_curve(events) if now_running >= min(slots, peak))
     last_start = max(t["start"] for t in trials)
 
     def mean_between(a: float, b: float) -> float | None:

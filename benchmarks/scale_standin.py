@@ -48,7 +48,7 @@ def standin_trial(config: dict, context) -> None:
 
     from study.tracking import runs as tracking
     from study.trial import phases
-    from study.trial.trainable import trial_key
+    from study.trial.trainable import SEARCHED, trial_key
 
     phases.reset()
     started = time.time()
@@ -57,7 +57,7 @@ def standin_trial(config: dict, context) -> None:
     stage = config.get("stage", context.stage)
     key = trial_key(stage, context.variant, context.k, seed, trial_id)
     train_config = context.study.train_config(context.variant, context.k, seed,
-                                              **{n: config[n] for n in ("lr", "cl_lr", "margin") if n in config})
+                                              **{n: config[n] for n in SEARCHED if n in config})
     epochs = train_config.epochs
     rng = random.Random(f"{key}/{config}")
     with phases.phase("tracking"):
@@ -69,11 +69,12 @@ def standin_trial(config: dict, context) -> None:
     low, high = epoch_range()
     best, best_epoch, history, logged = 0.0, 1, [], set()
     for epoch in range(1, epochs + 1):
-        time.sleep(rng.uniform(low, high))
+        slept = rng.uniform(low, high)
+        time.sleep(slept)
         f1 = plausible_f1(config, epoch, epochs, rng)
         if f1 > best:
             best, best_epoch = f1, epoch
-        history.append({"epoch": epoch, "val_micro_f1": f1, "train_loss": 2.5 / epoch, "seconds": high})
+        history.append({"epoch": epoch, "val_micro_f1": f1, "train_loss": 2.5 / epoch, "seconds": slept})
         metrics = {"val_micro_f1": f1, "train_loss": 2.5 / epoch, "best_val_micro_f1": best, "epochs_done": epoch}
         with phases.phase("tracking"):
             tracking.log_epoch_metrics(context.tracking_uri, run_id, metrics, step=epoch, logged=logged)

@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train one variant on one K-shot sample, then test the best epoch")
     data = train.add_argument_group("data")
     data.add_argument("--data-dir", help="folder with train/val(dev)/test files and optional rel2id.json "
-                      "(default: $CLOCE_DATA_DIR, else ../shared/datasets/semeval)")
+                      "(default: $CLOCE_DATA_DIR, else ../shared/datasets/semeval beside a checkout)")
     data.add_argument("--train", help="training file (overrides the one in --data-dir)")
     data.add_argument("--val", help="validation file")
     data.add_argument("--test", help="test file")

@@ -14,7 +14,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class DataConfig:
-    data_dir: str | None = None  # None: SemEval from ../shared/datasets (or $CLOCE_DATA_DIR)
+    data_dir: str | None = None  # None: $CLOCE_DATA_DIR, else ../shared/datasets/semeval beside a checkout
     train: str | None = None  # explicit split files win over data_dir
     val: str | None = None
     test: str | None = None

@@ -123,6 +123,13 @@ def read_rules_file(path: str | Path, label_map: LabelMap) -> PtrRules:
     return PtrRules(*(tuple(part) for part in zip(*(rows[label] for label in label_map.labels))))
 
 
+def ptr_rules(rules_file: str | Path | None, label_map: LabelMap, train: Sequence[RelationInstance]) -> PtrRules:
+    """The rules file's, else derived from the labels and the (K-shot) training set."""
+    if rules_file:
+        return read_rules_file(rules_file, label_map)
+    return derive_rules(label_map, train)
+
+
 @dataclass(frozen=True)
 class PtrVerbalizer:
     """Each mask's candidate words, and each label's word among them, as rows of the

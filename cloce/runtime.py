@@ -110,6 +110,13 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
+def compile_encoder(model: torch.nn.Module) -> None:
+    """torch.compile a relation model's encoder in place (`Module.compile`: parameter names, so
+    checkpoints, stay as they are); the heads and the contrastive step's embedding pass run eagerly."""
+    encoder = model.mlm.base_model if hasattr(model, "mlm") else model.encoder
+    encoder.compile(dynamic=True)
+
+
 def autocast(device: torch.device, enabled: bool):
     """bf16 autocast when asked for and the device computes bf16 natively; fp32 otherwise."""
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16_active(device, enabled))

@@ -22,13 +22,12 @@ from cloce.batching import STAND_IN, GlobalBatchSampler, global_batch_sizes, sha
 from cloce.config import TrainConfig
 from cloce.contrastive import PairSet, build_contrastive_pairs
 from cloce.data.dataset import Dataset
-from cloce.data.types import LabelMap
 from cloce.data.kshot_sets import k_shot_splits
 from cloce.data.sampling import draw_k_shot, fixed_subset
 from cloce.encoding import Collator, EncodedSplit, TokenizedInstance
 from cloce.inference import evaluate_split
 from cloce.knowprompt import type_counts
-from cloce.ptr import PtrRules, derive_rules, read_rules_file
+from cloce.ptr import ptr_rules
 from cloce.losses import BoundedMargin, contrastive_margin_loss
 from cloce.metrics import Evaluation
 from cloce.mlm_adapt import AdaptedBackbone, MlmAdaptConfig, adapt_backbone
@@ -36,10 +35,13 @@ from cloce.optim import contrastive_optimizer, linear_warmup_decay
 from cloce.pipeline import build_pipeline, type_vocabulary
 from cloce.records import EpochCallback, EpochRecord, TrainResult
 from cloce.resume import restore_state, take_state
-from cloce.runtime import Runtime, autocast, bf16_active, pick_device, seed_everything, set_threads, to_device, unwrap
+from cloce.runtime import (
+    Runtime, autocast, bf16_active, compile_encoder, pick_device, seed_everything, set_threads, to_device, unwrap,
+)
 from cloce.sentence_markers import sentence_markers_for
 from cloce.state import TrainState
 from cloce.variants import Variant, get_variant
+
 
 class NonFiniteLossError(RuntimeError):
     """A NaN or infinite loss: the run stops instead of training on garbage."""
@@ -78,7 +80,7 @@ def train(
         sentence_markers=sentence_markers_for(config, dataset.label_map),
         label_init=config.label_init, template=config.template,
         # The baselines' priors come from the training set alone, as a K-shot user has them.
-        ptr_rules=ptr_rules_for(config, dataset.label_map, train_instances) if variant.head == "ptr" else None,
+        ptr_rules=ptr_rules(config.ptr_rules_file, dataset.label_map, train_instances) if variant.head == "ptr" else None,
         type_counts=type_counts(train_instances), ke_weight=config.ke_weight,
     )
     train_tokens = pipeline.tokenize(train_instances)
@@ -159,13 +161,6 @@ def train(
     return TrainResult(config, pipeline, sample, history, best_epoch, best_val, test_eval, test_predictions, adapted,
                        bf16_active=bf16_active(runtime.device, config.bf16),
                        test_gold=[item.label for item in test_split.items] if test_split is not None else [])
-
-
-def ptr_rules_for(config: TrainConfig, label_map: LabelMap, train_instances) -> PtrRules:
-    """The rules file's, else derived from the labels and the K-shot set (cloce/ptr.py)."""
-    if config.ptr_rules_file:
-        return read_rules_file(config.ptr_rules_file, label_map)
-    return derive_rules(label_map, train_instances)
 
 
 def word_lr(config: TrainConfig, variant: Variant) -> float | None:
@@ -296,13 +291,6 @@ def start_epoch(loader, model, epoch: int) -> None:
         sampler.set_epoch(epoch)
     if hasattr(model, "epoch"):
         model.epoch = epoch
-
-
-def compile_encoder(model: nn.Module) -> None:
-    """torch.compile the encoder in place (`Module.compile`: parameter names, so checkpoints,
-    stay as they are); the heads and the contrastive step's embedding pass run eagerly."""
-    encoder = model.mlm.base_model if hasattr(model, "mlm") else model.encoder
-    encoder.compile(dynamic=True)
 
 
 def check_finite(loss: torch.Tensor, what: str) -> None:

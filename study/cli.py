@@ -20,9 +20,14 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from study.configuration.study_config import StudyConfigError
 from study.configuration.study_file import available_experiments, load_study_config, parse_override
+
+if TYPE_CHECKING:  # the trial side (Ray, MLflow) loads only once the arguments are read
+    from study.trial.plugins import TrialPlugin
+    from study.trial.trainable import TrialFunction
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,7 +88,8 @@ def absolute_if_local(path: str | None) -> str | None:
     return str(Path(path).expanduser().resolve())
 
 
-def main(argv: list[str] | None = None, plugins: Sequence = (), trial_function=None) -> int:
+def main(argv: list[str] | None = None, plugins: Sequence[TrialPlugin] = (),
+         trial_function: TrialFunction | None = None) -> int:
     """`plugins`: TrialPlugins for every trial (study/trial/plugins.py); `trial_function`: a stand-in
     for what each trial runs (study.trial.trainable.TrialContext.trial_function). The command passes neither."""
     args = build_parser().parse_args(argv)

@@ -43,7 +43,7 @@ def pytest_make_collect_report(collector):
 
 from cloce.backbone import default_model_path  # noqa: E402
 from cloce.data.types import EntityMention, LabelMap, RelationInstance  # noqa: E402
-from tests.support.tiny_inputs import make_semeval_slice, make_tiny_model  # noqa: E402
+from tests.support.tiny_inputs import make_semeval_slice, make_tiny_model, save_tiny_bert  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -123,7 +123,7 @@ def semeval():
     from cloce.data.dataset import default_data_dir, load_dataset
 
     folder = default_data_dir()
-    if not (folder / "train.txt").is_file():
+    if folder is None or not (folder / "train.txt").is_file():
         pytest.skip(f"SemEval not found at {folder}; set CLOCE_DATA_DIR to its folder")
     return load_dataset(folder)
 
@@ -133,30 +133,16 @@ def semeval_labels() -> LabelMap:
     return LabelMap.from_labels(["Other", "Cause-Effect(e1,e2)", "Cause-Effect(e2,e1)"])
 
 
-def save_tiny_bert(directory, bert_path, with_mlm_head: bool) -> str:
-    """A tiny random BERT saved like a hub checkpoint, with the bundled tokenizer."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, BertModel
-
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=256)
-    model = BertForMaskedLM(config) if with_mlm_head else BertModel(config, add_pooling_layer=False)
-    model.save_pretrained(str(directory))
-    AutoTokenizer.from_pretrained(bert_path).save_pretrained(str(directory))
-    return str(directory)
-
-
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory, bert_path) -> str:
+def tiny_model_dir(tmp_path_factory) -> str:
     """A tiny random BERT masked LM (the study loads it by path), as the benchmarks and the demo make it."""
     return make_tiny_model(tmp_path_factory.mktemp("tiny_bert"))
 
 
 @pytest.fixture(scope="session")
-def tiny_encoder_dir(tmp_path_factory, bert_path) -> str:
+def tiny_encoder_dir(tmp_path_factory) -> str:
     """A tiny random BERT without an MLM head, like the bundled sentence encoder."""
-    return save_tiny_bert(tmp_path_factory.mktemp("tiny_encoder"), bert_path, with_mlm_head=False)
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny_encoder"), with_mlm_head=False)
 
 
 @pytest.fixture(scope="session")
@@ -165,7 +151,7 @@ def tiny_semeval_dir(tmp_path_factory):
     from cloce.data.dataset import default_data_dir
 
     source = default_data_dir()
-    if not (source / "train.txt").exists():
+    if source is None or not (source / "train.txt").exists():
         pytest.skip(f"SemEval not found at {source}")
     return Path(make_semeval_slice(tmp_path_factory.mktemp("semeval_slice"), source))
 
@@ -191,7 +177,7 @@ def family_checkpoint(tmp_path_factory):
     from tests.families import FAMILIES, corpus_sentences, save_family
 
     source = default_data_dir()
-    if not (source / "train.txt").exists():
+    if source is None or not (source / "train.txt").exists():
         pytest.skip(f"SemEval not found at {source}: the family tokenizers are trained on it")
     sentences = corpus_sentences(source)
     families = {f.name: f for f in FAMILIES}

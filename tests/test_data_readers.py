@@ -228,6 +228,38 @@ def test_default_data_dir_honours_the_environment(monkeypatch, tmp_path):
     assert default_data_dir() == tmp_path
 
 
+def place_module(monkeypatch, module_file):
+    """cloce/data/dataset.py as if it lived at `module_file` (only where it looks from changes)."""
+    from cloce.data import dataset
+
+    module_file.parent.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setattr(dataset, "__file__", str(module_file))
+    monkeypatch.delenv("CLOCE_DATA_DIR", raising=False)
+
+
+def test_a_checkout_defaults_to_the_shared_semeval_beside_it(monkeypatch, tmp_path):
+    place_module(monkeypatch, tmp_path / "repo" / "cloce" / "data" / "dataset.py")
+    (tmp_path / "repo" / "pyproject.toml").write_text('[project]\nname = "cloce-study"\n')
+    assert default_data_dir() == tmp_path / "shared" / "datasets" / "semeval"
+
+
+@pytest.mark.parametrize("pyproject", [None, '[project]\nname = "someone-else"\n'])
+def test_an_installed_copy_never_looks_beside_its_site_packages(monkeypatch, tmp_path, pyproject):
+    """A wheel in <venv>/lib/site-packages, or vendored in another project: no checkout, no default,
+    even with a SemEval-shaped folder where a checkout's ../shared would be."""
+    site = tmp_path / "venv" / "site-packages"
+    place_module(monkeypatch, site / "cloce" / "data" / "dataset.py")
+    if pyproject is not None:
+        (site / "pyproject.toml").write_text(pyproject)
+    (tmp_path / "venv" / "shared" / "datasets").mkdir(parents=True)
+    make_folder(tmp_path / "venv" / "shared" / "datasets" / "semeval")
+    assert default_data_dir() is None
+    with pytest.raises(DataError, match="data directory: none given.*--data-dir DIR.*CLOCE_DATA_DIR"):
+        load_dataset()
+    monkeypatch.setenv("CLOCE_DATA_DIR", str(tmp_path / "venv" / "shared" / "datasets" / "semeval"))
+    assert len(load_dataset().train) > 0  # $CLOCE_DATA_DIR still wins
+
+
 # --- the shared SemEval copy -------------------------------------------------------------
 
 def test_semeval_split_sizes(semeval):

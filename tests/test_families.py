@@ -124,7 +124,7 @@ def test_a_family_without_a_masked_lm_fails_before_training(family_checkpoint, t
 
 
 def test_compiling_the_encoder_keeps_the_checkpoint_names(family_checkpoint):
-    from cloce.train import compile_encoder
+    from cloce.runtime import compile_encoder
 
     pipeline = build_pipeline(get_variant("prompt_ki"), LABELS, ("entity",), family_checkpoint("modernbert", True))
     names = list(pipeline.model.state_dict())

@@ -195,6 +195,22 @@ def test_a_study_without_data_falls_back_to_the_bundled_copy_only_where_nothing_
         datasets.bundled_semeval_dir.cache_clear()
 
 
+def test_an_installed_study_takes_the_bundled_copy_over_a_folder_beside_site_packages(tmp_path, monkeypatch):
+    """Installed (no checkout around cloce/), a `shared/datasets/semeval` next to site-packages is
+    nobody's data set: the study takes its bundled copy."""
+    from cloce.data import dataset
+    from study import datasets
+
+    site = tmp_path / "venv" / "site-packages"
+    monkeypatch.setattr(dataset, "__file__", str(site / "cloce" / "data" / "dataset.py"))
+    monkeypatch.delenv(dataset.DATA_DIR_ENV, raising=False)
+    decoy = tmp_path / "venv" / "shared" / "datasets" / "semeval"
+    decoy.mkdir(parents=True)
+    (decoy / "train.txt").write_text("")
+    monkeypatch.setattr(datasets, "unpacked_semeval", lambda: tmp_path / "bundled")
+    assert datasets.default_study_data_dir() == tmp_path / "bundled"
+
+
 def test_the_study_files_ship_as_package_data_and_no_script_edits_sys_path():
     from study.configuration.study_file import EXPERIMENTS_DIR, available_experiments
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,13 +37,25 @@ class Dataset:
     kshot_dir: str | None = None
 
 
-def default_data_dir() -> Path:
-    """$CLOCE_DATA_DIR, else the shared SemEval copy next to the repository."""
+PROJECT_NAME = "cloce-study"
+
+
+def default_data_dir() -> Path | None:
+    """$CLOCE_DATA_DIR, else the shared SemEval copy next to the repository when this code runs
+    from a checkout of it; None for an installed copy, which has no repository beside it."""
     from_env = os.environ.get(DATA_DIR_ENV)
     if from_env:
         return Path(from_env)
     repo_root = Path(__file__).resolve().parents[2]  # .../<repo>/cloce/data/dataset.py
+    if not _is_this_checkout(repo_root):
+        return None  # site-packages/../shared is nobody's data set
     return repo_root.parent / "shared" / "datasets" / "semeval"
+
+
+def _is_this_checkout(folder: Path) -> bool:
+    pyproject = folder / "pyproject.toml"
+    return pyproject.is_file() and re.search(
+        rf'^name\s*=\s*"{PROJECT_NAME}"', pyproject.read_text(), re.MULTILINE) is not None
 
 
 def load_dataset(
@@ -96,6 +109,9 @@ def _folder_to_search(data_dir: str | Path | None, explicit: dict) -> Path | Non
     if data_dir is None and all(given is not None for given in explicit.values()):
         return None
     folder = Path(data_dir) if data_dir is not None else default_data_dir()
+    if folder is None:
+        raise DataError("data directory", None, "none given, and this installed copy has no "
+                        f"checkout's ../shared/datasets beside it; {HOW_TO_POINT}")
     if not folder.is_dir():
         raise DataError(folder, None, f"data directory not found (tried {folder}); {HOW_TO_POINT}")
     return folder

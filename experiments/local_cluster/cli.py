@@ -36,9 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="demo: leave the cluster running at the end")
     args = parser.parse_args(argv)
 
+    if args.command in ("stop", "state") and not args.root:
+        parser.error(f"{args.command} needs --root (printed by start)")
     if args.command == "stop":
-        if not args.root:
-            parser.error("stop needs --root (printed by start)")
         cluster = LocalCluster.load(args.root)
         survivors = cluster.stop()
         cluster.save()

@@ -81,7 +81,8 @@ def mlflow_auth_config(root: str | Path, store: Path) -> tuple[Path, MlflowLogin
 
 def mlflow_server_env(config: Path, root: str | Path) -> dict[str, str]:
     """What `mlflow server --app-name basic-auth` needs besides its config: a session secret
-    (Flask's; generated, kept in a file the server reads through its env at start)."""
+    (Flask's), generated once into a 0600 file and handed to the server as the value of
+    MLFLOW_FLASK_SERVER_SECRET_KEY in its environment (the server does not read the file)."""
     key_file = Path(root) / SECRETS_DIR / "mlflow_flask_secret"
     if not key_file.exists():
         write_secret(key_file.parent, key_file.name, secrets.token_hex(32))

@@ -4,13 +4,11 @@ the sections and what each key means)."""
 from __future__ import annotations
 
 import math
-import re
 import tomllib
-import types
 from importlib import resources
 from dataclasses import asdict
 from pathlib import Path
-from typing import Literal, Union, get_args, get_origin, get_type_hints
+from typing import Literal, get_type_hints
 
 from cloce.config import ConfigError, TrainConfig
 from cloce.variants import VARIANTS
@@ -19,20 +17,20 @@ from study.configuration.study_config import (
     ResourcesConfig,
     SearchConfig, SearchSpace, StudyConfig, StudyConfigError,
 )
+from study.configuration.toml_values import BAD, REQUIRED, read_table, toml_problem, typed_value
 
 # The study files ship inside the package (package data: study/experiments is the checkout's
 # experiments/ folder, its *.toml files in the wheel), so a study runs wherever the package is installed.
 EXPERIMENTS_DIR = Path(str(resources.files("study") / "experiments"))
 
-_REQUIRED = object()
 _STUDY_KEYS = {
-    "name": (str, _REQUIRED), "description": (str, ""), "data_dir": (str, ""),
+    "name": (str, REQUIRED), "description": (str, ""), "data_dir": (str, ""),
     "data_format": (Literal["auto", "tacred", "opennre"], "auto"), "model": (str, ""),
-    "variants": (tuple[str, ...], _REQUIRED), "ks": (tuple[int, ...], _REQUIRED),
-    "seeds": (tuple[int, ...], _REQUIRED), "requires_data_dir": (bool, False), "kshot_dir": (str, ""),
+    "variants": (tuple[str, ...], REQUIRED), "ks": (tuple[int, ...], REQUIRED),
+    "seeds": (tuple[int, ...], REQUIRED), "requires_data_dir": (bool, False), "kshot_dir": (str, ""),
 }
 # The dataclasses' own defaults.
-_SEARCH_KEYS = {name: (hint, getattr(SearchConfig, name, _REQUIRED)) for name, hint in get_type_hints(SearchConfig).items()}
+_SEARCH_KEYS = {name: (hint, getattr(SearchConfig, name, REQUIRED)) for name, hint in get_type_hints(SearchConfig).items()}
 _RESOURCES_KEYS = {name: (hint, getattr(ResourcesConfig, name)) for name, hint in get_type_hints(ResourcesConfig).items()}
 _TRAIN_HINTS = {name: hint for name, hint in get_type_hints(TrainConfig).items() if name not in SET_BY_STUDY}
 _SECTIONS = ("study", "train", "search", "resources", "spaces")
@@ -74,7 +72,7 @@ def load_study_config(path: str | Path, overrides: dict | None = None) -> StudyC
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        raise StudyConfigError(path, [_toml_problem(error, text)]) from None
+        raise StudyConfigError(path, [toml_problem(error, text)]) from None
     problems: list[str] = []
     _apply_overrides(raw, overrides or {}, problems)
     config = _build(raw, problems)
@@ -83,17 +81,6 @@ def load_study_config(path: str | Path, overrides: dict | None = None) -> StudyC
         raise StudyConfigError(path, problems, note)
     return config
 
-
-def _toml_problem(error: tomllib.TOMLDecodeError, text: str) -> str:
-    # Python 3.11's error carries the position only in its message: "... (at line 3, column 7)".
-    found = re.search(r"line (\d+), column (\d+)", str(error))
-    line = getattr(error, "lineno", None) or (int(found.group(1)) if found else None)
-    column = getattr(error, "colno", None) or (int(found.group(2)) if found else None)
-    if line is None:
-        return f"invalid TOML: {error}"
-    source = text.splitlines()[line - 1].strip() if 0 < line <= len(text.splitlines()) else ""
-    message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(error))
-    return f"line {line}, column {column}: invalid TOML: {message}: {source!r}"
 
 
 def _apply_overrides(raw: dict, overrides: dict, problems: list[str]) -> None:
@@ -118,10 +105,10 @@ def _build(raw: dict, problems: list[str]) -> StudyConfig | None:
             problems.append(f"{section}: unknown section [{section}]; allowed: {', '.join(_SECTIONS)}")
     if isinstance(raw.get("search"), dict) and raw["search"].get("enabled") is False:
         raw["search"].setdefault("num_samples", 1)  # no stage 1: nothing to count
-    study = _read_table(raw, "study", _STUDY_KEYS, problems)
-    search = _read_table(raw, "search", _SEARCH_KEYS, problems)
-    resources = _read_table(raw, "resources", _RESOURCES_KEYS, problems)
-    train = _read_table(raw, "train", {k: (h, None) for k, h in _TRAIN_HINTS.items()}, problems, set_by_study=True)
+    study = read_table(raw, "study", _STUDY_KEYS, problems)
+    search = read_table(raw, "search", _SEARCH_KEYS, problems)
+    resources = read_table(raw, "resources", _RESOURCES_KEYS, problems)
+    train = read_table(raw, "train", {k: (h, None) for k, h in _TRAIN_HINTS.items()}, problems, set_by_study=SET_BY_STUDY)
     train = {k: v for k, v in train.items() if v is not None}
     spaces = _read_spaces(raw, problems)
     checks = [
@@ -170,28 +157,6 @@ def _build(raw: dict, problems: list[str]) -> StudyConfig | None:
     return config
 
 
-def _read_table(raw: dict, section: str, schema: dict, problems: list[str], set_by_study: bool = False) -> dict:
-    table = raw.get(section, {})
-    if not isinstance(table, dict):
-        problems.append(f"{section}: expected a [{section}] table, got {table!r}")
-        table = {}
-    out = {}
-    for key, value in table.items():
-        if set_by_study and key in SET_BY_STUDY:
-            problems.append(f"{section}.{key}: set per trial by the study; use {SET_BY_STUDY[key]} instead")
-        elif key not in schema:
-            problems.append(f"{section}.{key}: unknown key; allowed: {', '.join(sorted(schema))}")
-        else:
-            out[key] = _typed(f"{section}.{key}", value, schema[key][0], problems)
-    for key, (_, default) in schema.items():
-        if key not in table:
-            if default is _REQUIRED:
-                problems.append(f"{section}.{key}: required ({_describe(schema[key][0])})")
-            else:
-                out[key] = default
-    return {k: v for k, v in out.items() if v is not _BAD}
-
-
 def _read_spaces(raw: dict, problems: list[str]) -> dict[str, SearchSpace]:
     tables = raw.get("spaces", {})
     if not isinstance(tables, dict):
@@ -225,8 +190,8 @@ def _read_spaces(raw: dict, problems: list[str]) -> dict[str, SearchSpace]:
                 values[name] = float(span)  # fixed: not searched
                 _check_fixed(key, name, values[name], problems)
             else:
-                values[name] = _typed(key, span, tuple[float, float], problems)
-                if values[name] is not _BAD:
+                values[name] = typed_value(key, span, tuple[float, float], problems)
+                if values[name] is not BAD:
                     _check_range(key, name, values[name], problems)
         if len(problems) == count:
             spaces[variant] = SearchSpace(**values)
@@ -270,50 +235,3 @@ def _train_config(train: dict, problems: list[str]) -> TrainConfig | None:
     except ConfigError as error:  # its messages are "field: what is wrong; field: ..."
         problems.extend(f"train.{p}" for p in str(error).split("; "))
         return None
-
-
-_BAD = object()
-_NOUNS = {bool: ("true or false", "booleans"), int: ("an integer", "integers"),
-          float: ("a number", "numbers"), str: ("a string", "strings")}
-
-
-def _typed(key: str, value, hint, problems: list[str]):
-    out = _coerce(value, hint)
-    if out is _BAD:
-        problems.append(f"{key}: expected {_describe(hint)}, got {value!r} ({type(value).__name__})")
-    return out
-
-
-def _coerce(value, hint):
-    """value as `hint` (TOML ints accepted as floats, lists as tuples), or _BAD."""
-    origin, args = get_origin(hint), get_args(hint)
-    if hint is type(None):
-        return None if value is None else _BAD
-    if origin in (Union, types.UnionType):
-        return next((out for arg in args if (out := _coerce(value, arg)) is not _BAD), _BAD)
-    if origin is Literal:
-        return value if any(value == a and type(value) is type(a) for a in args) else _BAD
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            return _BAD
-        hints = [args[0]] * len(value) if args[-1] is Ellipsis else list(args)
-        items = [_coerce(v, h) for v, h in zip(value, hints)] if len(hints) == len(value) else [_BAD]
-        return _BAD if _BAD in items else tuple(items)
-    if isinstance(value, bool) and hint is not bool:
-        return _BAD
-    if hint is float and isinstance(value, (int, float)):
-        return float(value) if math.isfinite(value) else _BAD
-    return value if isinstance(value, hint) else _BAD
-
-
-def _describe(hint) -> str:
-    origin, args = get_origin(hint), get_args(hint)
-    if origin in (Union, types.UnionType):
-        return " or ".join(_describe(a) for a in args if a is not type(None))
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in args)
-    if origin is tuple and args[-1] is Ellipsis:
-        return f"a list of {_NOUNS[args[0]][1]}"
-    if origin is tuple:
-        return f"a [low, high] list of {len(args)} numbers" if len(args) == 2 else f"a list of {len(args)} values"
-    return _NOUNS[hint][0]

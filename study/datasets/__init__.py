@@ -54,10 +54,13 @@ def is_bundled(path: str | Path | None) -> bool:
 
 
 def default_study_data_dir() -> Path | None:
-    """None where cloce's own default ($CLOCE_DATA_DIR, else ../shared/datasets/semeval beside the
-    code) applies; the bundled copy where that default is not set and has no data."""
+    """None where cloce's own default ($CLOCE_DATA_DIR, else ../shared/datasets/semeval beside a
+    checkout) applies; the bundled copy where that default is not set or has no data."""
     from cloce.data.dataset import DATA_DIR_ENV, default_data_dir
 
-    if os.environ.get(DATA_DIR_ENV) or (default_data_dir() / "train.txt").is_file():
+    if os.environ.get(DATA_DIR_ENV):
+        return None
+    shared = default_data_dir()  # None in an installed copy: no checkout, no ../shared beside it
+    if shared is not None and (shared / "train.txt").is_file():
         return None
     return unpacked_semeval()

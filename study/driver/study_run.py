@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from study.tracking import ui_links as mlflow_ui
 from study.tracking import runs as tracking
 from study.configuration.study_config import StudyConfig
-from study.trial.trainable import TrialContext
+from study.trial.plugins import TrialPlugin
+from study.trial.trainable import TrialContext, TrialFunction
 
 
 # Every trial keeps its last epoch's checkpoint (weights + optimiser state, 260 MiB for MiniLM):
@@ -119,7 +121,8 @@ def start_ray(address: str | None, num_cpus: int | None, offline: bool) -> None:
     )
 
 
-def run_study(study: StudyConfig, args, plugins=(), trial_function=None) -> str:
+def run_study(study: StudyConfig, args, plugins: Sequence[TrialPlugin] = (),
+              trial_function: TrialFunction | None = None) -> str:
     """`plugins`: TrialPlugins every trial calls (study/trial/plugins.py); `trial_function`: what
     each trial runs instead of run_trial (TrialContext.trial_function). The study command passes neither."""
     from study.driver.progress import ProgressPrinter

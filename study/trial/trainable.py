@@ -10,16 +10,20 @@ import dataclasses
 import json
 import re
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from study.trial import phases
 from study.tracking import runs as tracking
 from study.tracking import retry as tracking_retry
 from study.trial.checkpoint_cleanup import discard_checkpoint
+from study.trial.plugins import TrialPlugin
 from study.configuration.study_config import StudyConfig
 from study.ray_workarounds import lean_trainer_class
 
 SEARCHED = ("lr", "cl_lr", "margin", "virtual_lr")
+# What a Tune trial runs, `f(config, context)`: run_trial, or a stand-in (TrialContext.trial_function).
+TrialFunction = Callable[[dict, "TrialContext"], None]
 
 
 @dataclass(frozen=True)
@@ -35,11 +39,11 @@ class TrialContext:
     experiment_id: str
     parent_run_id: str
     local_runtime: bool = False  # the Ray runtime this study started itself (no cluster)
-    plugins: tuple = ()  # TrialPlugins (study/trial/plugins.py) every trial calls; the study command passes none
+    plugins: tuple[TrialPlugin, ...] = ()  # every trial calls them (study/trial/plugins.py); the study command passes none
     # A seam: the function each Tune trial runs, `f(config, context)`; None is run_trial (the
     # study command never sets it). A benchmark of the driver alone plugs in a stand-in here
     # (benchmarks/bench_scale.py); it must report as run_trial does and be importable in the trials.
-    trial_function: object = None
+    trial_function: TrialFunction | None = None
 
 
 def trial_key(stage: str, variant: str, k: int, seed: int, trial_id: str) -> str:

@@ -37,7 +37,7 @@ class InjectedFault(RuntimeError):
 
 @dataclass(frozen=True)
 class Fault:
-    kind: str  # kill / raise / nan
+    kind: str  # kill / raise / nan / slow
     variant: str
     seed: str  # a number or "*"
     epoch: int = 0  # kill only
