@@ -239,3 +239,34 @@ def test_the_wheel_holds_the_study_files_and_the_data_and_no_test_code(tmp_path)
     assert not [n for n in names if n.startswith(("tests/", "experiments/", "benchmarks/"))]
     assert not [n for n in names if n.endswith(".py") and "CLOCE_FAULTS" in zipfile.ZipFile(
         next(tmp_path.glob("*.whl"))).read(n).decode()]
+
+
+def test_only_a_checkout_gives_relative_experiment_paths_and_a_commit_their_root(tmp_path, monkeypatch):
+    """From a checkout, an experiment file's relative path is the checkout's and a trial records
+    its commit; installed (no checkout around cloce/), the path is the current directory's and
+    no commit is recorded, whatever git repository the venv sits in."""
+    from cloce import checkout
+    from study.configuration.study_config import _from_repo_root
+    from study.driver import ledger
+
+    assert checkout.checkout_root() == REPO
+    assert _from_repo_root("../shared/datasets/scierc") == str(REPO.parent / "shared" / "datasets" / "scierc")
+    monkeypatch.setattr(checkout, "checkout_root", lambda: None)
+    monkeypatch.setattr("study.configuration.study_config.checkout_root", lambda: None)
+    monkeypatch.setattr(ledger, "checkout_root", lambda: None)
+    monkeypatch.chdir(tmp_path)
+    assert _from_repo_root("data/scierc") == str(tmp_path / "data" / "scierc")
+    ledger.code_version.cache_clear()
+    try:
+        assert ledger.code_version() is None
+    finally:
+        ledger.code_version.cache_clear()
+
+
+def test_a_folder_is_this_projects_checkout_only_with_its_own_pyproject(tmp_path):
+    from cloce.checkout import is_this_checkout
+
+    assert is_this_checkout(REPO)
+    assert not is_this_checkout(tmp_path)
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "someone-else"\n')
+    assert not is_this_checkout(tmp_path)

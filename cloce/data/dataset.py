@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..checkout import is_this_checkout
 from .readers import read_instances
 from .types import DataError, LabelMap, RelationInstance
 
@@ -37,9 +37,6 @@ class Dataset:
     kshot_dir: str | None = None
 
 
-PROJECT_NAME = "cloce-study"
-
-
 def default_data_dir() -> Path | None:
     """$CLOCE_DATA_DIR, else the shared SemEval copy next to the repository when this code runs
     from a checkout of it; None for an installed copy, which has no repository beside it."""
@@ -47,15 +44,9 @@ def default_data_dir() -> Path | None:
     if from_env:
         return Path(from_env)
     repo_root = Path(__file__).resolve().parents[2]  # .../<repo>/cloce/data/dataset.py
-    if not _is_this_checkout(repo_root):
+    if not is_this_checkout(repo_root):
         return None  # site-packages/../shared is nobody's data set
     return repo_root.parent / "shared" / "datasets" / "semeval"
-
-
-def _is_this_checkout(folder: Path) -> bool:
-    pyproject = folder / "pyproject.toml"
-    return pyproject.is_file() and re.search(
-        rf'^name\s*=\s*"{PROJECT_NAME}"', pyproject.read_text(), re.MULTILINE) is not None
 
 
 def load_dataset(

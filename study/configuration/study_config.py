@@ -40,6 +40,7 @@ import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from cloce.checkout import checkout_root
 from cloce.config import DataConfig, TrainConfig
 from cloce.variants import VARIANTS, get_variant
 from study.datasets import is_bundled
@@ -50,7 +51,6 @@ LOG_UNIFORM = ("lr", "cl_lr", "virtual_lr")  # searched on a log scale; margin i
 # Which variants have which search parameter beside lr (the others' [spaces] allow lr only).
 VARIANT_PARAMETERS = {name: ("cl_lr", "margin") if v.contrastive != "none" else ("virtual_lr",) if v.head == "knowprompt" else ()
                       for name, v in VARIANTS.items()}
-REPO_ROOT = Path(__file__).resolve().parents[2]
 # TrainConfig fields a trial gets from the study itself, never from [train].
 SET_BY_STUDY = {"variant": "study.variants", "k": "study.ks", "seed": "study.seeds", "model": "study.model"}
 
@@ -269,8 +269,10 @@ DEFAULT_SPACES: dict[str, SearchSpace] = {
 
 
 def _from_repo_root(path: str | None) -> str | None:
+    """A relative path of an experiment file is the checkout's (e.g. "../shared/datasets/scierc");
+    an installed copy has no checkout: it is the current directory's."""
     if path and not Path(path).expanduser().is_absolute():
-        return os.path.normpath(REPO_ROOT / path)  # normpath: "<repo>/../shared" -> "<parent>/shared"
+        return os.path.normpath((checkout_root() or Path.cwd()) / path)  # normpath: "<repo>/../shared" -> "<parent>/shared"
     return path
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ray.tune import Callback
 
+from cloce.checkout import checkout_root
 from study.trial.trainable import trial_record
 
 
@@ -52,7 +53,9 @@ class TrialLedger:
 def code_version() -> str | None:
     """The commit of the code that ran a trial (`+dirty` with uncommitted changes), for the
     record's provenance; None outside a git checkout."""
-    repo = Path(__file__).resolve().parents[2]
+    repo = checkout_root()
+    if repo is None:  # an installed copy: a git repository around site-packages is somebody else's
+        return None
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True,
                               timeout=10, check=True).stdout.strip()
