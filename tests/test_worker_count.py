@@ -40,6 +40,9 @@ def epoch_numbers(history) -> list[dict]:
 KNOWPROMPT = TrainConfig(variant="knowprompt", k=3, seed=1, epochs=2, batch_size=4, lr=1e-3, ke_weight=1.0,
                          virtual_lr=3e-3, max_seq_len=64, num_threads=1)
 
+# PTR: its sub-prompts' masks are scored on every worker's share, the loss summed over them.
+PTR = TrainConfig(variant="ptr", k=3, seed=1, epochs=2, batch_size=4, lr=1e-3, max_seq_len=64, num_threads=1)
+
 
 def train_as_worker(rank: int, world_size: int, directory: str, config: dict | None = None) -> None:
     """One process of a `world_size`-process run; writes its per-epoch numbers."""
@@ -77,9 +80,10 @@ def test_one_and_two_workers_give_the_same_numbers(tmp_path):
 
 
 @pytest.mark.slow  # two spawned training processes
-def test_knowprompt_on_one_and_two_workers_gives_the_same_numbers(tmp_path):
-    one = train(KNOWPROMPT, tiny_dataset(), backbone_config=no_dropout_bert())
-    torch.multiprocessing.start_processes(train_as_worker, args=(2, str(tmp_path), KNOWPROMPT.to_dict()), nprocs=2,
+@pytest.mark.parametrize("config", [KNOWPROMPT, PTR], ids=["knowprompt", "ptr"])
+def test_the_papers_baselines_on_one_and_two_workers_give_the_same_numbers(tmp_path, config):
+    one = train(config, tiny_dataset(), backbone_config=no_dropout_bert())
+    torch.multiprocessing.start_processes(train_as_worker, args=(2, str(tmp_path), config.to_dict()), nprocs=2,
                                           start_method="spawn")
     two = json.loads((tmp_path / "rank0.json").read_text())
     for epoch_one, epoch_two in zip(one.history, two["epochs"], strict=True):
