@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.run import commit  # the harness's own: short HEAD, "+uncommitted changes"
+
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = ["finetune", "ptr", "knowprompt", "prompt", "prompt_ki", "cloce_s", "cloce_d"]
 KS = [4, 8, 16]
@@ -156,12 +158,6 @@ def summary(args, trials, driver: dict | None) -> dict:
         out["reporting_s"] = round(driver.get("reporting_s", float("nan")), 1)
         out["driver_exit"] = driver["exit"]
     return out
-
-
-def commit() -> str:
-    done = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True, cwd=REPO,
-                          check=False)
-    return done.stdout.strip() or "unknown"
 
 
 def write(path: Path, figures: dict) -> None:

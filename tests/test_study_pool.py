@@ -123,6 +123,15 @@ def test_one_cell_after_another_when_asked():
     assert peak[0] == 1
 
 
+def two_cells_on_one_slot(name: str) -> tuple[CellLimiter, CellLimiter]:
+    """Two cells' limiters on a study of one slot; the first has run a trial that ended well."""
+    register_slots(name, 1)
+    mine, other = CellLimiter(Counting(), 2, name), CellLimiter(Counting(), 2, name)
+    mine.publisher, other.publisher = f"{name}-mine", f"{name}-other"
+    assert mine.suggest("m1") is not None
+    return mine, other
+
+
 def test_an_ended_trials_slot_is_held_for_its_own_cell_then_let_go(monkeypatch):
     """A trial that ends well hands its slot to its cell's next trial (and with it its process,
     below); another cell gets it only once the hold has lapsed (HAND_OVER_S)."""
@@ -130,10 +139,7 @@ def test_an_ended_trials_slot_is_held_for_its_own_cell_then_let_go(monkeypatch):
 
     now = [100.0]
     monkeypatch.setattr(pool.time, "monotonic", lambda: now[0])
-    register_slots("test-hand-over", 1)
-    mine, other = CellLimiter(Counting(), 2, "test-hand-over"), CellLimiter(Counting(), 2, "test-hand-over")
-    mine.publisher, other.publisher = "mine", "other"
-    assert mine.suggest("m1") is not None
+    mine, other = two_cells_on_one_slot("test-hand-over")
     mine.on_trial_complete("m1", {"m": 1})
     assert mine.held_slots() == 1 and slots_named("test-hand-over").taken == 1
     assert other.suggest("o1") is None  # held for "mine"
@@ -144,10 +150,7 @@ def test_an_ended_trials_slot_is_held_for_its_own_cell_then_let_go(monkeypatch):
 
 
 def test_a_failed_trial_gives_its_slot_straight_back():
-    register_slots("test-failed", 1)
-    mine, other = CellLimiter(Counting(), 2, "test-failed"), CellLimiter(Counting(), 2, "test-failed")
-    mine.publisher, other.publisher = "mine-f", "other-f"
-    assert mine.suggest("m1") is not None
+    mine, other = two_cells_on_one_slot("test-failed")
     mine.on_trial_complete("m1", error=True)  # its process is gone: nothing to hand on
     assert mine.held_slots() == 0 and other.suggest("o1") is not None
 
@@ -162,10 +165,7 @@ def test_a_cell_that_suggests_nothing_keeps_its_hold_no_longer_than_its_deadline
         def suggest(self, trial_id):
             return None  # e.g. a search waiting for its trials' results
 
-    register_slots("test-waiting", 1)
-    mine, other = CellLimiter(Counting(), 2, "test-waiting"), CellLimiter(Counting(), 2, "test-waiting")
-    mine.publisher, other.publisher = "mine-w", "other-w"
-    assert mine.suggest("m1") is not None
+    mine, other = two_cells_on_one_slot("test-waiting")
     mine.on_trial_complete("m1", {"m": 1})
     mine.searcher = Waiting()
     for step in range(10):  # asked again and again, the hold keeps its first deadline
@@ -180,10 +180,7 @@ def test_a_cell_whose_search_is_finished_lets_its_hold_go():
         def suggest(self, trial_id):
             return Searcher.FINISHED
 
-    register_slots("test-finished", 1)
-    mine, other = CellLimiter(Counting(), 2, "test-finished"), CellLimiter(Counting(), 2, "test-finished")
-    mine.publisher, other.publisher = "mine-d", "other-d"
-    assert mine.suggest("m1") is not None
+    mine, other = two_cells_on_one_slot("test-finished")
     mine.on_trial_complete("m1", {"m": 1})
     mine.searcher = Finished()
     assert mine.suggest("m2") == Searcher.FINISHED

@@ -20,6 +20,7 @@ Limits, from the inside out:
 """
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -79,20 +80,14 @@ class StudySlots:
         with self._lock:
             self._taken.discard(trial_id)
 
-    def hand_over(self, trial_id: str, cell: str) -> None:
-        """The ended trial's slot, held for the next trial of its cell (HAND_OVER_S)."""
+    def hand_over(self, trial_id: str, cell: str, until: float | None = None) -> None:
+        """The trial's slot, held for the next trial of `cell` until `until` (default: HAND_OVER_S
+        from now). A trial that took a held slot and was not suggested after all gives it back
+        with the hold's own deadline: never extended, so a cell that never suggests lets go."""
         with self._lock:
             if trial_id in self._taken:
                 self._taken.discard(trial_id)
-                self._held.setdefault(cell, []).append(time.monotonic() + HAND_OVER_S)
-
-    def hold_again(self, trial_id: str, cell: str, deadline: float) -> None:
-        """A trial that took the cell's held slot and was not suggested after all: the hold
-        stands until its own deadline (never extended: a cell that never suggests lets go)."""
-        with self._lock:
-            if trial_id in self._taken:
-                self._taken.discard(trial_id)
-                self._held.setdefault(cell, []).insert(0, deadline)
+                bisect.insort(self._held.setdefault(cell, []), until or time.monotonic() + HAND_OVER_S)
 
     def held_for(self, cell: str) -> int:
         """How many slots are held for `cell` now (expired holds are let go first)."""
@@ -167,7 +162,7 @@ class CellLimiter(ConcurrencyLimiter):
             return None  # Tune asks again on its next loop
         suggestion = super().suggest(trial_id)
         if suggestion is None and held_until is not None:
-            slots.hold_again(trial_id, self.publisher, held_until)  # nothing yet (a search waiting)
+            slots.hand_over(trial_id, self.publisher, until=held_until)  # nothing yet (a search waiting)
         elif suggestion in (None, Searcher.FINISHED):
             slots.give_back(trial_id)
             if suggestion == Searcher.FINISHED:
