@@ -166,8 +166,10 @@ def test_a_study_cancelled_on_two_nodes_resumes_on_one_and_completes(slurm, tiny
     tokens = [check_token_auth_while_running(slurm, job_id, output, job_dir, nodes=2)]
     assert f"nodes {' '.join(slurm.nodes)}, head {slurm.nodes[0]}" in text(output)
     # (srun names the log after the host, here the same machine for both nodes)
-    worker_logs = list(job_dir.glob("ray-worker-*.log"))
-    assert len(worker_logs) == 1 and "Ray runtime started" in text(worker_logs[0]), worker_logs
+    # (the node counts as joined a moment before srun's copy of its output reaches the log)
+    worker_logs = wait_for(lambda: [log for log in job_dir.glob("ray-worker-*.log") if "Ray runtime started" in text(log)],
+                           "the worker's 'Ray runtime started'", 60, slurm, job_id, output)
+    assert len(list(job_dir.glob("ray-worker-*.log"))) == len(worker_logs) == 1, worker_logs
 
     # Mid-study: one cell finished (its ledger written), the other still training.
     cells = shared / "study" / "cells"

@@ -23,14 +23,12 @@ ray=("$CLOCE_PY" -m ray.scripts.scripts)
 
 # The address Ray itself would pick for this node (the interface that routes out, not
 # 127.0.1.1 from /etc/hosts), and free ports for everything Ray would otherwise put on a
-# fixed default (6379, 8265, 10001, 52365, ...) that another job on the node may hold.
+# fixed default (6379, 8265, 10001, 52365, ...) that another job on the node may hold; drawn
+# below the ephemeral range, where none of the processes Ray starts meanwhile can take them
+# (free_ports.py says why).
 ip=$("$CLOCE_PY" -c 'from ray._private.services import get_node_ip_address; print(get_node_ip_address())')
-read -r gcs dashboard client agent_http agent_grpc env_agent metrics node_manager object_manager < <("$CLOCE_PY" -c '
-import socket
-s = [socket.socket() for _ in range(9)]
-for x in s: x.bind(("", 0))
-print(*[x.getsockname()[1] for x in s])
-for x in s: x.close()')
+read -r gcs dashboard client agent_http agent_grpc env_agent metrics node_manager object_manager \
+  < <("$CLOCE_PY" "$(dirname "$0")/free_ports.py" 9)
 common=(
   --node-ip-address="$ip" --num-cpus="$cpus" ${CLOCE_NODE_GPUS:+--num-gpus="$CLOCE_NODE_GPUS"}
   --temp-dir="$temp_dir" --labels="cloce-node=$node"

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from experiments.local_cluster.locks import bearer, new_ray_token
 from experiments.local_cluster.processes import (
-    cluster_env, free_ports, own_processes, ray_cli, stable_port, stop_processes, wait_http,
+    cluster_env, free_ports, own_processes, ray_cli, stop_processes, wait_http,
 )
 
 STATE_FILE = "cluster.json"
@@ -179,7 +179,7 @@ class LocalCluster:
         store = Path(self.root) / "mlflow"
         (store / "artifacts").mkdir(parents=True, exist_ok=True)
         if not self.mlflow_command:
-            port = stable_port()
+            port = free_ports(1)[0]  # below the ephemeral range: a restart finds it free (free_ports.py)
             self.mlflow_command = [
                 str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
                 "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",

@@ -7,50 +7,18 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
+# One way to draw ports for every Ray node, here and on SLURM: below the ephemeral range, so
+# that nothing binding port 0 meanwhile takes them (that module says why).
+from deploy.slurm.free_ports import free_ports  # noqa: F401 (the cluster's and the tests' import)
+
 
 # ---------------------------------------------------------------- processes, by id only
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def stable_port() -> int:
-    """A free port below the kernel's ephemeral range, for a server that is restarted on the
-    same port: while it is down, clients retrying it get ephemeral source ports, and one can
-    land on the very port they dial and connect to itself (TCP simultaneous open), holding
-    the port so the restarted server cannot bind it (seen here: 120 s of 'connection refused')."""
-    import random
-
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    for _ in range(200):
-        port = random.randrange(max(1024, low - 12000), low)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
-    return free_ports(1)[0]
 
 
 def ray_cli() -> list[str]:
