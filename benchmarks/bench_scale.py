@@ -49,6 +49,8 @@ def launch(args, study_dir: Path, num_samples: int, timings: Path, driver_out: P
                         "BENCH_SCALE_TIMINGS": str(timings), "BENCH_SCALE_DRIVER_OUT": str(driver_out)}
     if args.hand_over_s is not None:
         env["BENCH_SCALE_HAND_OVER_S"] = str(args.hand_over_s)
+    if args.idle_wait_s is not None:
+        env["BENCH_SCALE_IDLE_WAIT_S"] = str(args.idle_wait_s)
     command = [sys.executable, "-m", "benchmarks.scale_driver", *study_args(args, study_dir, num_samples)]
     command += ["--resume"] if resume else []
     log = open(study_dir.parent / f"{study_dir.name}{'-resume' if resume else ''}.log", "a")  # noqa: SIM115 (the driver's, open while it runs)
@@ -155,7 +157,8 @@ def summary(args, trials, driver: dict | None) -> dict:
         out["driver_cpu_ms_per_trial_without_reporting"] = round(
             1000 * (driver["cpu_s"] - driver.get("reporting_cpu_s", 0)) / max(1, len(trials)), 1)
         out["driver_peak_rss_mib"] = round(driver["peak_rss_mib"])
-        out["reporting_s"] = round(driver.get("reporting_s", float("nan")), 1)
+        # None (JSON null) when the study ended before its reporting ran
+        out["reporting_s"] = round(driver["reporting_s"], 1) if "reporting_s" in driver else None
         out["driver_exit"] = driver["exit"]
     return out
 
@@ -175,6 +178,8 @@ def main(argv=None) -> int:
                         help="kill the driver when half the trials have ended, then --resume it")
     parser.add_argument("--hand-over-s", type=float,
                         help="study.driver.pool.HAND_OVER_S for this run (0: no hand-over, the design before it)")
+    parser.add_argument("--idle-wait-s", type=float,
+                        help="study.ray_workarounds.CONTROLLER_IDLE_WAIT_S for this run (0.1: Tune's own idle loop)")
     parser.add_argument("--work-dir", default="/tmp/bench_scale")
     parser.add_argument("--results", help="default: benchmarks/results/scale-<slots>-<trials>[-resume].json")
     args = parser.parse_args(argv)
@@ -183,7 +188,8 @@ def main(argv=None) -> int:
     num_samples = max(1, round(args.trials / cells) - (len(SEEDS) - 1))
     expected = cells * (num_samples + len(SEEDS) - 1)
     tag = (f"scale-{args.slots}-{args.trials}{'-resume' if args.resume_check else ''}"
-           f"{'' if args.hand_over_s is None else f'-hand-over-{args.hand_over_s:g}'}")
+           f"{'' if args.hand_over_s is None else f'-hand-over-{args.hand_over_s:g}'}"
+           f"{'' if args.idle_wait_s is None else f'-idle-wait-{args.idle_wait_s:g}'}")
     results = Path(args.results or REPO / "benchmarks" / "results" / f"{tag}.json")
     work = Path(args.work_dir) / f"{tag}-{time.strftime('%H%M%S')}"
     work.mkdir(parents=True)

@@ -214,3 +214,11 @@ def test_an_epoch_trained_again_is_logged_once(tmp_path):
     assert tracking.log_epoch_metrics(uri, run, {"val_micro_f1": 0.6, "epochs_done": 2}, step=2)
     history = tracking.client(uri).get_metric_history(run, "val_micro_f1")
     assert sorted(m.step for m in history) == [1, 2]
+
+
+def test_a_nodes_processes_are_found_by_its_own_directory_only():
+    from experiments.local_cluster.processes import names_directory
+
+    assert names_directory("raylet --temp_dir=/tmp/lcl/worker-1 --x", "/tmp/lcl/worker-1")
+    assert names_directory("python /tmp/lcl/worker-1/session_latest/runtime_resources/x.py", "/tmp/lcl/worker-1")
+    assert not names_directory("raylet --temp_dir=/tmp/lcl/worker-10 --x", "/tmp/lcl/worker-1")

@@ -79,6 +79,12 @@ def ray_processes(processes: dict[int, str]) -> dict[int, str]:
     return {pid: cmd for pid, cmd in processes.items() if "ray" in cmd.lower()}
 
 
+def runs(program: str, cmd: str) -> bool:
+    """Whether a command line runs `program` itself (a Ray worker still starting names the
+    raylet among its arguments, `--raylet-name=...`, and is no raylet)."""
+    return Path(cmd.split(maxsplit=1)[0]).name == program if cmd.strip() else False
+
+
 def study_args(data_dir, model_dir, shared: Path, variants: list[str]) -> list[str]:
     return [
         "--data-dir", str(data_dir), "--model", str(model_dir), "--variants", *variants, "--ks", "2",
@@ -146,7 +152,7 @@ def check_token_auth_while_running(cluster: SlurmCluster, job_id: str, output: P
                                 timeout=10) as answer:
         assert answer.status == 200
     running = ray_processes(job_processes(cluster, job_id))
-    raylets = [pid for pid, cmd in running.items() if "raylet" in cmd]
+    raylets = [pid for pid, cmd in running.items() if runs("raylet", cmd)]
     assert len(raylets) == nodes, running
     for raylet in raylets:  # Ray's own processes, like everything the job runs, import this checkout
         assert environment(raylet).get("PYTHONPATH", "").split(":")[0] == str(REPO)
@@ -177,7 +183,8 @@ def test_a_study_cancelled_on_two_nodes_resumes_on_one_and_completes(slurm, tiny
                         slurm, job_id, output)
     first_cell = finished[0].stem.split("-")[0]
     running = ray_processes(job_processes(slurm, job_id))
-    assert sum("raylet" in cmd for cmd in running.values()) == 2 and any("gcs_server" in cmd for cmd in running.values()), running
+    assert sum(runs("raylet", cmd) for cmd in running.values()) == 2, running
+    assert any(runs("gcs_server", cmd) for cmd in running.values()), running
     slurm.run("scancel", job_id)
     cancelled_at = time.monotonic()
     assert slurm.wait_ended(job_id, timeout=120) == "CANCELLED"

@@ -6,7 +6,9 @@ A port found free by binding port 0 is an *ephemeral* one: once that socket is c
 next process on the node that binds port 0 (Ray starts dozens while a node comes up) may be
 handed the very same port before the daemon it was meant for binds it. Seen in CI: the
 runtime-env agent's port taken by a Prometheus exporter, so every job's runtime env failed
-with "HTTP 405 ... use OPTIONS or GET". And a server restarted on its port (the local
+with "HTTP 405 ... use OPTIONS or GET". (Ray's head also binds two fixed Prometheus ports
+inside that range, the dashboard's 44227 and the autoscaler's 44217: a port-0 draw can return
+either while it is still free.) And a server restarted on its port (the local
 cluster's MLflow) is safe there: while it is down, clients retrying it get ephemeral source
 ports, and one landing on the very port they dial connects to itself (TCP simultaneous open)
 and holds it (seen: 120 s of "connection refused"). Ports below the ephemeral range are never handed out

@@ -1,5 +1,6 @@
-"""A real Ray cluster and MLflow tracking server on this machine, a study submitted to it with
-`ray job submit`, and the two faults a cluster sees: a lost node and a tracking server restart.
+"""A real Ray cluster and MLflow tracking server on this machine, and the two faults a cluster
+sees: a lost node and a tracking server restart (experiments/local_cluster/chaos_study.py
+submits a study to it with `ray job submit` and times them).
 
 What runs (each in its own temp dir under ROOT, each on free ports, all on 127.0.0.1):
 - a Ray head (`ray start --head`, job server = dashboard), 0 CPUs and the `trial_driver`

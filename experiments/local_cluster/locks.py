@@ -23,7 +23,11 @@ def write_secret(directory: Path, name: str, text: str) -> Path:
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     directory.chmod(0o700)
     path = directory / name
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise FileExistsError(f"{path}: already there; a secret is made once per run (is another cluster "
+                              f"using {directory.parent}? give each run a root of its own)") from None
     with os.fdopen(fd, "w") as out:
         out.write(text)
     return path

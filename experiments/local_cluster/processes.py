@@ -6,6 +6,7 @@ directory) owns and stopping them, and waiting for a server to answer over HTTP.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -51,6 +52,12 @@ def _proc_stat(pid: int) -> tuple[str, int, int] | None:
     return fields[0], int(fields[1]), int(fields[2])
 
 
+def names_directory(cmdline: str, directory: str) -> bool:
+    """Whether a command line names `directory` or a path under it (".../worker-1" is not
+    ".../worker-10")."""
+    return re.search(re.escape(directory) + r"(?=[/\s\"',:;]|$)", cmdline) is not None
+
+
 def own_processes(pgid: int, marker: str | None) -> list[int]:
     """Live processes of process group `pgid`, or running from / under the directory `marker`,
     and their descendants; zombies count as gone."""
@@ -73,7 +80,7 @@ def own_processes(pgid: int, marker: str | None) -> list[int]:
             cwd = os.readlink(entry / "cwd")
         except OSError:
             continue
-        if marker in cmdline or cwd == marker or cwd.startswith(marker + "/"):
+        if names_directory(cmdline, marker) or cwd == marker or cwd.startswith(marker + "/"):
             mine.add(pid)
     grew = True
     while grew:  # descendants (e.g. workers that left the group)
