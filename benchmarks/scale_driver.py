@@ -9,7 +9,8 @@ files and metrics: study.driver.study_run.attach_results, timed from outside).
 
 $BENCH_SCALE_HAND_OVER_S, where set, replaces study.driver.pool.HAND_OVER_S (0: an ended
 trial's slot goes to whichever cell asks first and its process is let go, the design before
-issue 26's hand-over): the benchmark's A/B of the two."""
+issue 26's hand-over): the benchmark's A/B of the two. $BENCH_SCALE_IDLE_WAIT_S likewise
+replaces study.ray_workarounds.CONTROLLER_IDLE_WAIT_S (0.1: Tune's own controller loop)."""
 from __future__ import annotations
 
 import json
@@ -27,10 +28,13 @@ def cpu_s() -> float:
 def main(argv: list[str]) -> int:
     from benchmarks.scale_standin import standin_trial
     from study.cli import main as study_main
+    from study import ray_workarounds
     from study.driver import pool, study_run
 
     if os.environ.get("BENCH_SCALE_HAND_OVER_S"):
         pool.HAND_OVER_S = float(os.environ["BENCH_SCALE_HAND_OVER_S"])
+    if os.environ.get("BENCH_SCALE_IDLE_WAIT_S"):
+        ray_workarounds.CONTROLLER_IDLE_WAIT_S = float(os.environ["BENCH_SCALE_IDLE_WAIT_S"])
     figures: dict = {"started": time.time()}
     attach = study_run.attach_results
 

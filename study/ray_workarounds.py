@@ -5,7 +5,8 @@ fails when an upgrade moves what it patches (tests/test_ray_workarounds.py).
 Registries (driver process). Tune pickles a cell's searcher and limiter into the cell's experiment
 state (for `Tuner.restore`) and may unpickle or copy them: such an object cannot hold a lock, a
 thread's callback or another cell's live object, so it holds a name and finds the live object here.
-Patches. Tune's actor cache (kept for a cell's held slot), Ray Train V2's default callbacks, and Tune's trainable registry.
+Patches. Tune's actor cache (kept for a cell's held slot), its controller's idle wait, Ray Train V2's default
+callbacks, and Tune's trainable registry.
 """
 from __future__ import annotations
 
@@ -140,6 +141,47 @@ def handed_over_trial_actors(enabled: bool) -> Iterator[None]:
         yield
     finally:
         tune_controller._ObjectCache = keeping
+
+
+# How long an idle TuneController waits for its next event (seconds); Tune's own is 0.1.
+CONTROLLER_IDLE_WAIT_S = 1.0
+
+
+def patient_actor_manager(manager_class, idle_wait_s: float):
+    """Tune's actor manager for a TuneController whose idle loop waits `idle_wait_s`, not 0.1 s.
+
+    Each controller loop (`TuneController.step`) asks its searcher for a trial, starts what it
+    can, then waits up to 0.1 s for one event (`RayActorManager.next(timeout=0.1)`), saves its
+    state when due, and goes round again. The wait ends the moment any trial reports, starts,
+    ends or gets its resources: a longer one delays none of those, only what is not an event
+    to this Tuner (a slot another cell gave back, a source cell's chosen lr), by at most
+    `idle_wait_s`. At 0.1 s, one Tuner per cell loops 10 times a second while its trials
+    train: 21 Tuners were most of the driver's CPU in the 64-slot benchmark (py-spy), 226 ms
+    per trial (issue 26). Private Tune API, pinned Ray: tests/test_ray_workarounds.py fails if it moves."""
+
+    class PatientActorManager(manager_class):
+        def next(self, timeout=None) -> bool:
+            return super().next(timeout if timeout is None else max(timeout, idle_wait_s))
+
+    return PatientActorManager
+
+
+@contextmanager
+def patient_controller_loops(idle_wait_s: float | None = None) -> Iterator[None]:
+    """While on, every TuneController built in this process waits `idle_wait_s` (default
+    CONTROLLER_IDLE_WAIT_S) for an event when idle (patient_actor_manager); 0.1 or less: Tune's own."""
+    idle_wait_s = CONTROLLER_IDLE_WAIT_S if idle_wait_s is None else idle_wait_s
+    if idle_wait_s <= 0.1:
+        yield
+        return
+    from ray.tune.execution import tune_controller
+
+    stock = tune_controller.RayActorManager
+    tune_controller.RayActorManager = patient_actor_manager(stock, idle_wait_s)
+    try:
+        yield
+    finally:
+        tune_controller.RayActorManager = stock
 
 
 def lean_trainer_class(local_runtime: bool):

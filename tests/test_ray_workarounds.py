@@ -53,3 +53,29 @@ def test_a_registry_hands_back_the_live_object():
     thing = object()
     assert registry.put("a", thing) is thing and registry.get("a") is thing
     assert registry.get_or_put("a", object()) is thing and registry.get("b") is None
+
+
+def test_an_idle_controller_waits_longer_for_its_next_event_and_only_then():
+    """TuneController builds its actor manager by the name `RayActorManager` in its module, and
+    its loop (`step`) waits on it with timeout=0.1: if either moves, patient_controller_loops
+    would silently patch nothing."""
+    from ray.tune.execution import tune_controller
+
+    from study.ray_workarounds import patient_actor_manager, patient_controller_loops
+
+    assert "RayActorManager(" in inspect.getsource(tune_controller.TuneController.__init__)
+    assert "self._actor_manager.next(timeout=0.1)" in inspect.getsource(tune_controller.TuneController.step)
+    stock = tune_controller.RayActorManager
+    with patient_controller_loops(1.0):
+        assert tune_controller.RayActorManager is not stock and issubclass(tune_controller.RayActorManager, stock)
+    assert tune_controller.RayActorManager is stock
+    with patient_controller_loops(0.1):  # Tune's own wait: nothing patched
+        assert tune_controller.RayActorManager is stock
+
+    class Manager:
+        def next(self, timeout=None):
+            return timeout
+
+    patient = patient_actor_manager(Manager, 1.0)()
+    # The idle loop's 0.1 s becomes 1 s; a longer wait and "block until an event" stay as asked.
+    assert (patient.next(timeout=0.1), patient.next(timeout=5), patient.next()) == (1.0, 5, None)

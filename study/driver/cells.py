@@ -30,7 +30,9 @@ from study.driver.cell_search import (
 )
 from study.driver.ledger import LedgerWriter, TrialLedger
 from study.driver.pool import CellLimiter, CellRunner, register_slots
-from study.ray_workarounds import cell_of_this_thread, handed_over_trial_actors, register_cell_trainable
+from study.ray_workarounds import (
+    cell_of_this_thread, handed_over_trial_actors, patient_controller_loops, register_cell_trainable,
+)
 from study.trial.trainable import TrialContext, run_trial, trial_record
 
 
@@ -266,6 +268,7 @@ def run_study_cells(study: StudyConfig, base: TrialContext, study_dir: Path, res
         return final
 
     # A slot limit needs Tune to keep a trial process only for its cell's next trial
-    # (handed_over_actor_cache says why).
-    with handed_over_trial_actors(study.resources.max_running_trials > 0):
+    # (handed_over_actor_cache says why); one Tuner per cell needs its idle loop to be quiet
+    # (patient_actor_manager says why).
+    with handed_over_trial_actors(study.resources.max_running_trials > 0), patient_controller_loops():
         return runner.run(run_one_cell)
