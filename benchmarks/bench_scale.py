@@ -230,6 +230,10 @@ def main(argv=None) -> int:
     figures |= summary(args, trials if killed_at is None else [t for t in trials if t["start"] >= resumed_at]
                        or trials, driver)
     figures["trials_ended"] = len(trials)
+    # Lost: expected but never ended; twice: ended more than once (a resumed study must have neither).
+    keys = [t["trial_key"] for t in trials]
+    figures["distinct_trials_ended"] = len(set(keys))
+    figures["trials_ended_twice"] = len(keys) - len(set(keys))
     try:
         figures |= mlflow_runs(study_dir)
     except Exception as err:  # noqa: BLE001 (the figures above still stand)
