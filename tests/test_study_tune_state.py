@@ -64,3 +64,19 @@ def test_a_set_aside_cell_keeps_its_results_and_loses_its_checkpoints(tmp_path):
     aside = set_aside(cell)
     assert not cell.exists() and aside.parent == cell.parent and aside.name.startswith("cell-cloce_s-K2.unreadable-")
     assert [p.name for p in (aside / trial.name).iterdir()] == ["result.json"]
+
+
+def test_a_cell_killed_before_its_first_state_save_is_not_restorable(tmp_path):
+    from ray import tune
+
+    from study.driver.tune_state import has_saved_state
+
+    cell = tmp_path / "cell"
+    cell.mkdir()
+    (cell / "tuner.pkl").write_bytes(b"x")  # what Tune writes before the first trial
+    (cell / ".validate_storage_marker").touch()
+    assert tune.Tuner.can_restore(str(cell))  # Tune's own check says yes
+    assert not has_saved_state(cell)
+    (cell / "experiment_state-2026-12-03_13-45-00.json").write_text("{}")
+    assert has_saved_state(cell)
+    assert not has_saved_state(tmp_path / "nowhere") and has_saved_state("s3://bucket/cell")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from study.tracking import runs as tracking
 from study.trial.checkpoint_cleanup import discard_finished_checkpoints
-from study.driver.tune_state import set_aside, unreadable_tune_state
+from study.driver.tune_state import has_saved_state, set_aside, unreadable_tune_state
 from study.configuration.study_config import CONTRASTIVE_VARIANTS, LOG_UNIFORM, StudyConfig
 from study.driver.cell_search import (
     MODE, OBJECTIVE, CellSearcher, CellSearchSync, SearchOnlyASHA, best_record, config_key, fixed_config,
@@ -87,8 +87,12 @@ def run_cell(context: TrialContext, tune_dir: str, param_space: dict, tune_confi
     max_failures = context.study.resources.max_failures if local_mode else 0
     tuner = None
     restorable = resume and tune.Tuner.can_restore(path)
-    unreadable = unreadable_tune_state(path) if restorable else None
-    if unreadable:
+    unsaved = restorable and not has_saved_state(path)
+    unreadable = unreadable_tune_state(path) if restorable and not unsaved else None
+    if unsaved:
+        print(f"[resume] {name}: the driver was killed before Tune first saved this cell's state; "
+              "the cell starts again, its finished trials too unless the study has a results file", flush=True)
+    elif unreadable:
         aside = set_aside(path)
         print(f"[resume] {name}: Tune's saved state is unreadable ({unreadable}; the driver was killed while "
               f"writing it): set aside as {aside.name}; the cell starts again, its finished trials too "

@@ -46,6 +46,20 @@ def unreadable_tune_state(cell_dir: str | Path) -> str | None:
     return None
 
 
+def has_saved_state(cell_dir: str | Path) -> bool:
+    """Whether Tune saved the cell's experiment state at least once. `Tuner.can_restore` only
+    asks for `tuner.pkl`, written before the first trial; a driver killed before the first state
+    save leaves that alone, and the restored controller then logs "Failed to restore the run
+    state", goes on with a searcher that has no search space, and fails the cell (seen in the
+    scale benchmark's resume check: 5 of 21 cells). Only a local directory is checked."""
+    from ray.tune.execution.tune_controller import TuneController
+
+    directory = Path(cell_dir)
+    if "://" in str(cell_dir):
+        return True
+    return directory.is_dir() and any(directory.glob(TuneController.CKPT_FILE_TMPL.format("*")))
+
+
 def set_aside(cell_dir: str | Path) -> Path:
     """Rename the cell's directory out of Tune's way. Its trials' results stay there to read;
     their checkpoints go (weights + optimiser state: nothing resumes from them now)."""
