@@ -161,7 +161,9 @@ def patient_actor_manager(manager_class, idle_wait_s: float):
 
     class PatientActorManager(manager_class):
         def next(self, timeout=None) -> bool:
-            return super().next(timeout if timeout is None else max(timeout, idle_wait_s))
+            # None blocks and 0 polls, as asked; a short wait becomes the idle one
+            patient = timeout is not None and 0 < timeout < idle_wait_s
+            return super().next(idle_wait_s if patient else timeout)
 
     return PatientActorManager
 

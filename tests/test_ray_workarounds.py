@@ -77,5 +77,5 @@ def test_an_idle_controller_waits_longer_for_its_next_event_and_only_then():
             return timeout
 
     patient = patient_actor_manager(Manager, 1.0)()
-    # The idle loop's 0.1 s becomes 1 s; a longer wait and "block until an event" stay as asked.
-    assert (patient.next(timeout=0.1), patient.next(timeout=5), patient.next()) == (1.0, 5, None)
+    # The idle loop's 0.1 s becomes 1 s; a longer wait, "block until an event" and a poll stay as asked.
+    assert (patient.next(timeout=0.1), patient.next(timeout=5), patient.next(), patient.next(timeout=0)) == (1.0, 5, None, 0)
