@@ -87,7 +87,7 @@ class StudySlots:
         with self._lock:
             if trial_id in self._taken:
                 self._taken.discard(trial_id)
-                bisect.insort(self._held.setdefault(cell, []), until or time.monotonic() + HAND_OVER_S)
+                bisect.insort(self._held.setdefault(cell, []), time.monotonic() + HAND_OVER_S if until is None else until)
 
     def held_for(self, cell: str) -> int:
         """How many slots are held for `cell` now (expired holds are let go first)."""
