@@ -78,7 +78,12 @@ def mlflow_auth_config(root: str | Path, store: Path) -> tuple[Path, MlflowLogin
         f"database_uri = sqlite:///{store / 'basic_auth.db'}",
         "admin_username = admin", f"admin_password = {admin_password}",
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
-        "grant_default_workspace_access = false", "",
+        "grant_default_workspace_access = false",
+        # MLflow checks the password on every request (scrypt, ~0.1 s of CPU each here) and a
+        # study's trials make hundreds: a good login is remembered for 60 s (MLflow's own
+        # cache, off by default; a wrong one is never cached). A changed or deleted login
+        # is honoured at once on this one-worker server (MLflow invalidates on the API call).
+        "auth_cache_ttl_seconds = 60", "",
     ]))
     return config, admin
 
