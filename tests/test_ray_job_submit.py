@@ -36,7 +36,7 @@ import pytest
 
 from experiments.local_cluster.chaos_study import UPLOAD_EXCLUDES
 from experiments.local_cluster.locks import (
-    bearer, create_mlflow_user, mlflow_auth_config, mlflow_server_env, new_ray_token, write_secret,
+    bearer, create_mlflow_user, mlflow_auth_config, mlflow_server_env, new_mlflow_login, new_ray_token, write_secret,
 )
 from experiments.local_cluster.processes import cluster_env, free_ports, own_processes, stop_processes, wait_http
 
@@ -134,7 +134,7 @@ class Head:
 
 
 def start_mlflow(root: Path, env: dict[str, str]):
-    """`mlflow server --app-name basic-auth` on a free port; (process, uri, admin login)."""
+    """`mlflow server --app-name basic-auth` on a free port, not yet waited for; (process, uri, admin login)."""
     store = root / "mlflow"
     (store / "artifacts").mkdir(parents=True)
     config, admin = mlflow_auth_config(root, store)
@@ -145,13 +145,14 @@ def start_mlflow(root: Path, env: dict[str, str]):
     with open(store / "server.log", "a") as out:
         process = subprocess.Popen(command, env=env | mlflow_server_env(config, root), cwd=str(store),
                                    start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
-    uri = f"http://127.0.0.1:{port}"
+    return process, f"http://127.0.0.1:{port}", admin
+
+
+def wait_for_mlflow(root: Path, process, uri: str) -> None:
     try:
         wait_http(f"{uri}/health", timeout=240, process=process)
     except (TimeoutError, RuntimeError) as err:
-        stop_processes(process.pid, None)
-        pytest.fail(f"mlflow server did not start: {err}\n{(store / 'server.log').read_text()[-3000:]}")
-    return process, uri, admin
+        pytest.fail(f"mlflow server did not start: {err}\n{(root / 'mlflow' / 'server.log').read_text()[-3000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -162,10 +163,12 @@ def ray_head():
     temp_dir.mkdir()
     token_path = new_ray_token(root)
     env = cluster_env(token_path)
+    # The server and the head start side by side (each spends most of its start waiting); the
+    # study user is made on the server once both are up.
+    login = new_mlflow_login(root, "study")
     mlflow_process, tracking_uri, admin = start_mlflow(root, env)
     pgid = None
     try:
-        login = create_mlflow_user(tracking_uri, admin, root, "study")
         # Every port Ray would otherwise take at a fixed default (6379, 8265, 10001, 52365, ...)
         # is a free one: other Ray runtimes on this machine keep theirs.
         (gcs_port, dashboard_port, client_port, agent_http, agent_grpc, env_agent, metrics,
@@ -200,7 +203,9 @@ def ray_head():
             pytest.fail(f"`ray start --head` failed (rc {starter.returncode}):\n{output[-4000:]}{logs}")
         address = f"http://127.0.0.1:{dashboard_port}"
         wait_for_job_api(address, timeout=120, headers=bearer(token_path))
-        print(f"head up in {time.perf_counter() - started:.1f} s at {address} (root {root}), MLflow {tracking_uri}")
+        wait_for_mlflow(root, mlflow_process, tracking_uri)
+        create_mlflow_user(tracking_uri, admin, login)
+        print(f"head and MLflow up in {time.perf_counter() - started:.1f} s, the head at {address} (root {root}), MLflow {tracking_uri}")
         yield Head(address, gcs_port, str(root), env, token_path, tracking_uri, admin, login)
     finally:
         if pgid is not None:

@@ -98,14 +98,18 @@ def mlflow_server_env(config: Path, root: str | Path) -> dict[str, str]:
     return {"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_FLASK_SERVER_SECRET_KEY": key_file.read_text()}
 
 
-def create_mlflow_user(tracking_uri: str, admin: MlflowLogin, root: str | Path, username: str) -> MlflowLogin:
-    """A study user with a generated password, made by the admin through the REST API; it may
-    create experiments and runs (its own: creators get MANAGE on them)."""
+def new_mlflow_login(root: str | Path, username: str) -> MlflowLogin:
+    """A study user's login with a generated password (a 0600 file); create_mlflow_user makes it
+    on the server. Apart, so the login can go into a node's environment before the server is up."""
     password_path = write_secret(Path(root) / SECRETS_DIR, f"mlflow_{username}_password", secrets.token_urlsafe(24))
-    login = MlflowLogin(username, str(password_path))
-    body = json.dumps({"username": username, "password": login.password}).encode()
+    return MlflowLogin(username, str(password_path))
+
+
+def create_mlflow_user(tracking_uri: str, admin: MlflowLogin, login: MlflowLogin) -> None:
+    """The study user, made by the admin through the REST API; it may create experiments and
+    runs (its own: creators get MANAGE on them)."""
+    body = json.dumps({"username": login.username, "password": login.password}).encode()
     request = urllib.request.Request(f"{tracking_uri}/api/2.0/mlflow/users/create", data=body, method="POST",
                                      headers={"Content-Type": "application/json"} | admin.header())
     with urllib.request.urlopen(request, timeout=30) as answer:
         answer.read()
-    return login
