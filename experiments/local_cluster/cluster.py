@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,9 @@ from experiments.local_cluster.processes import (
 )
 
 STATE_FILE = "cluster.json"
+
+# The ports `ray start` gives each node (the head adds its GCS, dashboard and client ports).
+NODE_PORTS = ("node_manager", "object_manager", "agent_http", "agent_grpc", "env_agent", "metrics")
 
 
 # ---------------------------------------------------------------- the cluster
@@ -112,9 +116,18 @@ class LocalCluster:
         try:
             started = time.perf_counter()
             cluster._start_head()
-            for index in range(1, workers + 1):
-                cluster._start_worker(f"worker-{index}")
-            cluster.start_mlflow()
+            names = [f"worker-{index}" for index in range(1, workers + 1)]
+            # One draw for every port still to bind: no two daemons are handed the same one.
+            *node_ports, (mlflow_port,) = cls._port_sets([len(NODE_PORTS)] * workers + [1])
+            cluster.mlflow_command = cluster._mlflow_command(mlflow_port)
+            # The workers and the tracking server start side by side: each spends most of its
+            # start waiting (their imports, the head's answers).
+            with ThreadPoolExecutor(len(names) + 1) as pool:
+                starts = [pool.submit(cluster._start_worker, name, dict(zip(NODE_PORTS, ports)))
+                          for name, ports in zip(names, node_ports)]
+                starts.append(pool.submit(cluster.start_mlflow))
+                for start in starts:
+                    start.result()
             cluster.save()
             cluster.wait_for_nodes(workers + 1, timeout=120)
             log(f"cluster up in {time.perf_counter() - started:.0f} s: {cluster.describe()}")
@@ -154,8 +167,12 @@ class LocalCluster:
 
     @staticmethod
     def _node_ports() -> dict:
-        names = ("node_manager", "object_manager", "agent_http", "agent_grpc", "env_agent", "metrics")
-        return dict(zip(names, free_ports(len(names))))
+        return dict(zip(NODE_PORTS, free_ports(len(NODE_PORTS))))
+
+    @staticmethod
+    def _port_sets(sizes: list[int]) -> list[list[int]]:
+        ports = iter(free_ports(sum(sizes)))
+        return [[next(ports) for _ in range(size)] for size in sizes]
 
     def _start_head(self) -> None:
         ports = self._node_ports() | dict(zip(("gcs", "dashboard", "client"), free_ports(3)))
@@ -171,25 +188,29 @@ class LocalCluster:
         ], ports)
         wait_http(f"{self.dashboard_url}/api/version", timeout=120, headers=bearer(self.token_path))
 
-    def _start_worker(self, name: str) -> None:
+    def _start_worker(self, name: str, ports: dict | None = None) -> None:
         self._ray_start(name, [f"--address={self.gcs_address}", f"--num-cpus={self.cpus_per_worker}"],
-                        self._node_ports())
+                        ports or self._node_ports())
+
+    def _mlflow_command(self, port: int) -> list[str]:
+        store = Path(self.root) / "mlflow"
+        return [
+            str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+            "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
+            "--artifacts-destination", str(store / "artifacts"),
+            # One process, no uvicorn supervisor: with several, a restart on a busy machine
+            # looped (each worker killed after failing the supervisor's 5 s health ping
+            # while still importing MLflow; seen with 2 workers and 4 trials on 2 cores).
+            "--workers", "1", "--uvicorn-opts", "--timeout-worker-healthcheck 120",
+        ]
 
     def start_mlflow(self, log=None) -> None:
         """`mlflow server` on the same store each time (a restart keeps every run)."""
         store = Path(self.root) / "mlflow"
         (store / "artifacts").mkdir(parents=True, exist_ok=True)
         if not self.mlflow_command:
-            port = free_ports(1)[0]  # below the ephemeral range: a restart finds it free (free_ports.py)
-            self.mlflow_command = [
-                str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-                "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
-                "--artifacts-destination", str(store / "artifacts"),
-                # One process, no uvicorn supervisor: with several, a restart on a busy machine
-                # looped (each worker killed after failing the supervisor's 5 s health ping
-                # while still importing MLflow; seen with 2 workers and 4 trials on 2 cores).
-                "--workers", "1", "--uvicorn-opts", "--timeout-worker-healthcheck 120",
-            ]
+            # below the ephemeral range: a restart finds it free (free_ports.py)
+            self.mlflow_command = self._mlflow_command(free_ports(1)[0])
         port = int(self.mlflow_command[self.mlflow_command.index("--port") + 1])
         with open(store / "server.log", "a") as out:
             process = subprocess.Popen(self.mlflow_command, env=self.env(), cwd=str(store),
