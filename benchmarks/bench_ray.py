@@ -30,8 +30,12 @@ def study_on_ray_vs_in_process(seeds=(1, 2, 3), epochs: int = 4, k: int = 8, wor
     dataset = load_dataset(None)
     in_process = timed(lambda: [train(config, dataset) for config in configs])
 
+    import os
+
     import ray
 
+    # trial_phases reads each trial's result.json: Tune's JSON logger stays on here.
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "0"
     ray.shutdown()  # a runtime of its own: 5 and 5c run one after another in one process
     ray_init = timed(lambda: driver.start_ray(None, 2, offline=True))
     real_start_ray, driver.start_ray = driver.start_ray, lambda *args, **kwargs: None

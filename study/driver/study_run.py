@@ -93,6 +93,11 @@ FAST_TRIAL_ENV = {
     # Keeping one checkpoint per trial (num_to_keep=1) makes Tune snapshot the experiment state
     # on every report and print a bottleneck warning each time; a cell's state is a few kB.
     "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+    # Tune's default JSON, CSV and TensorBoard loggers write every result of every trial again
+    # (result.json, progress.csv, an event file); MLflow and the results file hold them, and
+    # nothing here reads them. They were 9% of the driver's CPU at 16 slots (py-spy,
+    # benchmarks/results/RESULTS.md). Set it to 0 to have them back.
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
 }
 
 
