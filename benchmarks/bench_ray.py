@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -29,8 +30,6 @@ def study_on_ray_vs_in_process(seeds=(1, 2, 3), epochs: int = 4, k: int = 8, wor
     configs = [study.train_config("finetune", k, seed, **study.default_hyperparams("finetune")) for seed in seeds]
     dataset = load_dataset(None)
     in_process = timed(lambda: [train(config, dataset) for config in configs])
-
-    import os
 
     import ray
 

@@ -133,12 +133,11 @@ class Head:
         return done.stdout + done.stderr
 
 
-def start_mlflow(root: Path, env: dict[str, str]):
-    """`mlflow server --app-name basic-auth` on a free port, not yet waited for; (process, uri, admin login)."""
+def start_mlflow(root: Path, env: dict[str, str], port: int):
+    """`mlflow server --app-name basic-auth` on `port`, not yet waited for; (process, uri, admin login)."""
     store = root / "mlflow"
     (store / "artifacts").mkdir(parents=True)
     config, admin = mlflow_auth_config(root, store)
-    port = free_ports(1)[0]
     command = [str(Path(sys.executable).parent / "mlflow"), "server", "--app-name", "basic-auth",
                "--host", "127.0.0.1", "--port", str(port), "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
                "--artifacts-destination", str(store / "artifacts"), "--workers", "1"]
@@ -166,13 +165,14 @@ def ray_head():
     # The server and the head start side by side (each spends most of its start waiting); the
     # study user is made on the server once both are up.
     login = new_mlflow_login(root, "study")
-    mlflow_process, tracking_uri, admin = start_mlflow(root, env)
+    # Every port Ray would otherwise take at a fixed default (6379, 8265, 10001, 52365, ...)
+    # is a free one: other Ray runtimes on this machine keep theirs. Drawn in one go with the
+    # server's port: the server may still be starting when the head binds its own.
+    (mlflow_port, gcs_port, dashboard_port, client_port, agent_http, agent_grpc, env_agent, metrics,
+     node_manager, object_manager) = free_ports(10)
+    mlflow_process, tracking_uri, admin = start_mlflow(root, env, mlflow_port)
     pgid = None
     try:
-        # Every port Ray would otherwise take at a fixed default (6379, 8265, 10001, 52365, ...)
-        # is a free one: other Ray runtimes on this machine keep theirs.
-        (gcs_port, dashboard_port, client_port, agent_http, agent_grpc, env_agent, metrics,
-         node_manager, object_manager) = free_ports(9)
         command = [
             *ray_cli(), "start", "--head", "--node-ip-address=127.0.0.1",
             f"--port={gcs_port}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",

@@ -188,9 +188,8 @@ class LocalCluster:
         ], ports)
         wait_http(f"{self.dashboard_url}/api/version", timeout=120, headers=bearer(self.token_path))
 
-    def _start_worker(self, name: str, ports: dict | None = None) -> None:
-        self._ray_start(name, [f"--address={self.gcs_address}", f"--num-cpus={self.cpus_per_worker}"],
-                        ports or self._node_ports())
+    def _start_worker(self, name: str, ports: dict) -> None:
+        self._ray_start(name, [f"--address={self.gcs_address}", f"--num-cpus={self.cpus_per_worker}"], ports)
 
     def _mlflow_command(self, port: int) -> list[str]:
         store = Path(self.root) / "mlflow"
