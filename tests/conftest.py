@@ -41,6 +41,28 @@ def pytest_make_collect_report(collector):
     if _skip_is_a_failure(report):
         _as_failure(report, collector.nodeid)
 
+# The files that take minutes, longest first (their CPU seconds on 2 cores: `pytest --durations`):
+# under xdist (pyproject: two processes, a whole file each) they start at once and the quick
+# files fill the gaps; left to the end, one of them would be the suite's tail.
+LONGEST_FIRST = ("test_local_cluster.py", "test_slurm.py", "test_reliability_study.py", "test_ray_job_submit.py",
+                 "test_study_ledger.py", "test_study_asha_failed_cell.py", "test_study_pool_run.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The longest files, then the other files with slow tests, then the rest; each file's tests
+    keep their order (the sort is stable), so a module fixture still serves them in one go."""
+    def rank(item) -> tuple[int, int]:
+        name = item.path.name
+        if name in LONGEST_FIRST:
+            return 0, LONGEST_FIRST.index(name)
+        return (1 if item.get_closest_marker("slow") is not None else 2), 0
+
+    by_file: dict = {}
+    for item in items:  # a file ranks by its slowest test
+        by_file[item.path] = min(by_file.get(item.path, (3, 0)), rank(item))
+    items.sort(key=lambda item: by_file[item.path])
+
+
 from cloce.backbone import default_model_path  # noqa: E402
 from cloce.data.types import EntityMention, LabelMap, RelationInstance  # noqa: E402
 from tests.support.tiny_inputs import make_semeval_slice, make_tiny_model, save_tiny_bert  # noqa: E402
