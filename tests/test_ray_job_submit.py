@@ -38,7 +38,9 @@ from experiments.local_cluster.chaos_study import UPLOAD_EXCLUDES
 from experiments.local_cluster.locks import (
     bearer, create_mlflow_user, mlflow_auth_config, mlflow_server_env, new_mlflow_login, new_ray_token, write_secret,
 )
-from experiments.local_cluster.processes import cluster_env, free_ports, own_processes, stop_processes, wait_http
+from experiments.local_cluster.processes import (
+    TRACKING_SERVER_ENV, cluster_env, free_ports, own_processes, stop_processes, wait_http,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -142,7 +144,7 @@ def start_mlflow(root: Path, env: dict[str, str], port: int):
                "--host", "127.0.0.1", "--port", str(port), "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
                "--artifacts-destination", str(store / "artifacts"), "--workers", "1"]
     with open(store / "server.log", "a") as out:
-        process = subprocess.Popen(command, env=env | mlflow_server_env(config, root), cwd=str(store),
+        process = subprocess.Popen(command, env=env | TRACKING_SERVER_ENV | mlflow_server_env(config, root), cwd=str(store),
                                    start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
     return process, f"http://127.0.0.1:{port}", admin
 

@@ -164,9 +164,12 @@ def test_a_study_cancelled_on_two_nodes_resumes_on_one_and_completes(slurm, tiny
                                                                      tmp_path):
     shared = tmp_path / "shared"
     shared.mkdir()
-    args = [*study_args(tiny_semeval_dir, tiny_model_dir, shared, ["prompt_ki", "finetune"]), "--workers-per-trial", "1"]
-    # Two nodes, 1 CPU each (one Ray Train worker per trial): two trials can only run at once
-    # on different nodes.
+    args = study_args(tiny_semeval_dir, tiny_model_dir, shared, ["prompt_ki", "finetune"])
+    # Two nodes, 1 CPU each, and trials in Ray Train's local mode (quick.toml: each trial trains
+    # in its own 1-CPU Tune process): two trials can only run at once on different nodes. (Ray
+    # Train workers on the nodes of a cluster, and a node lost under them, are
+    # tests/test_local_cluster.py's: with a worker each, a trial here started five processes,
+    # its Train controller, worker, sync actor, report queue and placement-group cleaner.)
     job_id, output = submit(slurm, shared, args, "--nodes=2", "--cpus-per-task=1")
     job_dir = shared / "slurm" / f"job-{job_id}"
     tokens = [check_token_auth_while_running(slurm, job_id, output, job_dir, nodes=2)]

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from experiments.local_cluster.locks import bearer, new_ray_token
 from experiments.local_cluster.processes import (
-    cluster_env, free_ports, own_processes, ray_cli, stop_processes, wait_http,
+    TRACKING_SERVER_ENV, cluster_env, free_ports, own_processes, ray_cli, stop_processes, wait_http,
 )
 
 STATE_FILE = "cluster.json"
@@ -212,7 +212,7 @@ class LocalCluster:
             self.mlflow_command = self._mlflow_command(free_ports(1)[0])
         port = int(self.mlflow_command[self.mlflow_command.index("--port") + 1])
         with open(store / "server.log", "a") as out:
-            process = subprocess.Popen(self.mlflow_command, env=self.env(), cwd=str(store),
+            process = subprocess.Popen(self.mlflow_command, env=self.env() | TRACKING_SERVER_ENV, cwd=str(store),
                                        start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
         self.nodes["mlflow"] = Node("mlflow", process.pid, str(store), {"http": port})
         try:

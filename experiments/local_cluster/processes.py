@@ -42,6 +42,12 @@ def cluster_env(token_path: str | Path) -> dict[str, str]:
     return env
 
 
+# An MLflow 3 server also starts its job runner: eight more Python processes (huey consumers
+# for GenAI evaluation jobs, which a study never submits), ~25 CPU seconds at each start and
+# polling after. A tracking server for studies runs without them.
+TRACKING_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 def _proc_stat(pid: int) -> tuple[str, int, int] | None:
     """(state, ppid, pgid) of a live process, from /proc."""
     try:
