@@ -1,7 +1,8 @@
 """A real cluster on this machine (docs/cluster.md, "A verified recipe on one machine"): a Ray
-head with 0 CPUs + two 2-CPU worker nodes (`ray start`, each its own temp dir, free ports),
+head with 0 CPUs + two 1-CPU worker nodes (`ray start`, each its own temp dir, free ports; the
+demo's have 2),
 a real `mlflow server` (SQLite + artifacts dir) as the tracking URI over HTTP, shared storage;
-a small study submitted with `ray job submit`; then one worker's raylet SIGKILLed mid-study
+a small study (one cell, three trials, a Ray Train worker each) submitted with `ray job submit`; then one worker's raylet SIGKILLed mid-study
 and the tracking server stopped for 12 s (the demo: 30 s) and started again on the same store.
 The code is experiments/local_cluster/cluster.py (the cluster) and experiments/local_cluster/chaos_study.py (the study), the same
 that `experiments/local_cluster.sh` runs.
@@ -46,9 +47,12 @@ def chaos_study(tiny_semeval_dir, tiny_model_dir):
     from experiments.local_cluster.cli import print_report
 
     root = tempfile.mkdtemp(prefix="lcl_", dir="/tmp")  # short: Ray's unix sockets live under it
-    cluster = LocalCluster.start(root)
+    # One CPU per worker node and one cell (the demo: two of each): its two search trials can only
+    # start on different nodes, and the killed node's trial waits for the survivor's CPU. Half the
+    # demo's trials: with a Ray Train worker each, a trial starts five processes (~28 CPU s here).
+    cluster = LocalCluster.start(root, cpus_per_worker=1)
     try:
-        plan = StudyPlan(model=str(tiny_model_dir), data_dir=str(tiny_semeval_dir))
+        plan = StudyPlan(model=str(tiny_model_dir), data_dir=str(tiny_semeval_dir), variants=("prompt_ki",))
         # 12 s: epochs end every ~3 s (plan.slow_s), so calls still wait out the outage; the demo keeps 30 s.
         report = run_chaos_study(cluster, plan, faults=True, outage_s=12.0, timeout=900)
         found = problems(report, plan, faults=True)

@@ -268,7 +268,9 @@ def test_near_the_time_limit_the_job_stops_its_study_and_ray_itself(slurm, tiny_
     shared.mkdir()
     args = study_args(tiny_semeval_dir, tiny_model_dir, shared, ["prompt_ki", "finetune"])
     args[args.index("--epochs") + 1] = "50"  # longer than the job may run
-    job_id, output = submit(slurm, shared, args, "--nodes=1", "--time=2", "--signal=B:USR1@60")
+    # One CPU: one trial trains at a time while the job waits for its limit (two would only burn
+    # twice the CPU until then).
+    job_id, output = submit(slurm, shared, args, "--nodes=1", "--cpus-per-task=1", "--time=2", "--signal=B:USR1@60")
     wait_for(lambda: "1 Ray node up" in text(output), "the Ray nodes", 300, slurm, job_id, output)
     state = slurm.wait_ended(job_id, timeout=300)
     record = slurm.sacct(job_id)
