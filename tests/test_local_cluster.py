@@ -1,9 +1,9 @@
 """A real cluster on this machine (docs/cluster.md, "A verified recipe on one machine"): a Ray
-head with 0 CPUs + two 1-CPU worker nodes (`ray start`, each its own temp dir, free ports; the
-demo's have 2),
-a real `mlflow server` (SQLite + artifacts dir) as the tracking URI over HTTP, shared storage;
-a small study (one cell, three trials, a Ray Train worker each) submitted with `ray job submit`; then one worker's raylet SIGKILLed mid-study
-and the tracking server stopped for 12 s (the demo: 30 s) and started again on the same store.
+head with 0 CPUs + two 1-CPU worker nodes (the demo's have 2; `ray start`, each its own temp
+dir, free ports), a real `mlflow server` (SQLite + artifacts dir) as the tracking URI over
+HTTP, shared storage; a small study (one cell, three trials, a Ray Train worker each)
+submitted with `ray job submit`; then one worker's raylet SIGKILLed mid-study and the
+tracking server stopped for 12 s (the demo: 30 s) and started again on the same store.
 The code is experiments/local_cluster/cluster.py (the cluster) and experiments/local_cluster/chaos_study.py (the study), the same
 that `experiments/local_cluster.sh` runs.
 

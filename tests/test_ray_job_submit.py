@@ -137,8 +137,8 @@ def start_mlflow(root: Path, env: dict[str, str], port: int):
                "--host", "127.0.0.1", "--port", str(port), "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
                "--artifacts-destination", str(store / "artifacts"), "--workers", "1"]
     with open(store / "server.log", "a") as out:
-        process = subprocess.Popen(command, env=env | TRACKING_SERVER_ENV | mlflow_server_env(config, root), cwd=str(store),
-                                   start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, env=env | TRACKING_SERVER_ENV | mlflow_server_env(config, root),
+                                   cwd=str(store), start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
     return process, f"http://127.0.0.1:{port}", admin
 
 
@@ -414,8 +414,8 @@ def test_no_secret_is_anywhere_the_study_left_something(ray_head, locked_study, 
     and their basic-auth headers (base64 of user:password) are searched in: every MLflow
     experiment's runs (params, tags, metric names) and every artifact (downloaded); the Ray job's
     metadata (GET /api/jobs/ and /api/jobs/<id> JSON: entrypoint, runtime_env, metadata, what
-    `ray job list` and `ray job status` show), the job's logs (/api/jobs/<id>/logs, `ray job logs`); every file under the test's root except
-    the secrets themselves (the head's temp dir with every Ray log and session file, the study
+    `ray job list` and `ray job status` show), the job's logs (/api/jobs/<id>/logs, what
+    `ray job logs` shows); every file under the test's root except the secrets themselves (the head's temp dir with every Ray log and session file, the study
     dir, the Ray storage path, the MLflow store and its artifacts); and every submitter's output
     (the driver's output included). Found nowhere."""
     result, submission, _ = locked_study
