@@ -79,29 +79,36 @@ def epoch_eager_vs_compiled(variant: str, warmup_batches: int = 3, sentences: in
         contenders[name] = (model, batches, optimizer, scheduler)
     # The epoch in blocks of batches, the two contenders alternately (who goes first alternates
     # too), so a change of load on this shared machine falls on both alike.
-    seconds = dict.fromkeys(contenders, 0.0)
+    seconds, loss_sums = dict.fromkeys(contenders, 0.0), dict.fromkeys(contenders, 0.0)
     blocks = range(0, len(batches), BLOCK_BATCHES)
     for index, start in enumerate(blocks):
         for name in (list(contenders) if index % 2 == 0 else list(reversed(contenders))):
             model, batches, optimizer, scheduler = contenders[name]
-            seconds[name] += timed_pass(model, batches[start:start + BLOCK_BATCHES], optimizer, scheduler,
-                                        config, Runtime(device=device), device)
+            block = batches[start:start + BLOCK_BATCHES]
+            took, loss = timed_pass(model, block, optimizer, scheduler, config, Runtime(device=device), device)
+            seconds[name] += took
+            loss_sums[name] += loss * sum(len(batch["labels"]) for batch in block)
     speeds = {name: len(split) / value for name, value in seconds.items()}
+    # Both start from the same weights and train on the same batches: their epoch losses tell
+    # whether the compiled encoder learns like the eager one (dropout draws differ: close, not equal).
+    losses = {name: value / len(split) for name, value in loss_sums.items()}
     return {"variant": variant, "sentences": len(split), "blocks": len(blocks),
             "eager_samples_per_s": speeds["eager"], "compiled_samples_per_s": speeds["compiled"],
-            "ratio": speeds["compiled"] / speeds["eager"]}
+            "ratio": speeds["compiled"] / speeds["eager"],
+            "eager_train_loss": losses["eager"], "compiled_train_loss": losses["compiled"]}
 
 
-def timed_pass(model, batches, optimizer, scheduler, config, runtime, device) -> float:
+def timed_pass(model, batches, optimizer, scheduler, config, runtime, device) -> tuple[float, float]:
+    """Seconds of one classification pass over `batches`, and its mean loss."""
     from cloce.train import classification_pass
 
     if device.type == "cuda":
         torch.cuda.synchronize()
     started = time.perf_counter()
-    classification_pass(model, batches, optimizer, scheduler, config, runtime)
+    loss, _ = classification_pass(model, batches, optimizer, scheduler, config, runtime)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter() - started
+    return time.perf_counter() - started, loss
 
 
 def warm_up(model: torch.nn.Module, batches: list[dict]) -> None:

@@ -132,11 +132,28 @@ def test_compiling_the_encoder_keeps_the_checkpoint_names(family_checkpoint):
     assert list(pipeline.model.state_dict()) == names  # Module.compile: no `_orig_mod.` prefix
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("variant", ["finetune", "cloce_d"])
-def test_a_compiled_run_learns_like_an_eager_one(variant, family_checkpoint):
+def test_train_compiles_the_encoder_when_asked(family_checkpoint, monkeypatch):
+    import cloce.train
+
+    compiled = []
+    monkeypatch.setattr(cloce.train, "compile_encoder", compiled.append)
     directory = family_checkpoint("bert", True)
-    eager = train(tiny_config(variant=variant, epochs=1, model=directory), tiny_dataset())
-    compiled = train(tiny_config(variant=variant, epochs=1, model=directory, compile=True), tiny_dataset())
+    result = train(tiny_config(epochs=1, model=directory, compile=True), tiny_dataset())
+    assert compiled == [result.pipeline.model]
+    plain = []
+    monkeypatch.setattr(cloce.train, "compile_encoder", plain.append)
+    train(tiny_config(epochs=1, model=directory), tiny_dataset())
+    assert plain == []
+
+
+@pytest.mark.slow
+def test_a_compiled_run_learns_like_an_eager_one(family_checkpoint):
+    """cloce_d: the compiled encoder through the CE, contrastive and evaluation passes. The
+    marker path (finetune) and prompt_ki's CE epoch, compiled against eager on the same weights
+    and batches, are the gpu_check dry run's step 5 (tests/test_gpu_check.py): each cold
+    inductor compile costs ~40 CPU s here, so the suite compiles each path once."""
+    directory = family_checkpoint("bert", True)
+    eager = train(tiny_config(variant="cloce_d", epochs=1, model=directory), tiny_dataset())
+    compiled = train(tiny_config(variant="cloce_d", epochs=1, model=directory, compile=True), tiny_dataset())
     # Dropout draws differ compiled: close, not equal.
     assert compiled.history[0].train_loss == pytest.approx(eager.history[0].train_loss, abs=0.05)
