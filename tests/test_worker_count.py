@@ -44,8 +44,14 @@ KNOWPROMPT = TrainConfig(variant="knowprompt", k=3, seed=1, epochs=2, batch_size
 PTR = TrainConfig(variant="ptr", k=3, seed=1, epochs=2, batch_size=4, lr=1e-3, max_seq_len=64, num_threads=1)
 
 
-def train_as_worker(rank: int, world_size: int, directory: str, config: dict | None = None) -> None:
-    """One process of a `world_size`-process run; writes its per-epoch numbers."""
+# Each config the two-process run trains, in this order, in the same two processes.
+TWO_WORKER_CONFIGS = {"cloce_d": CONFIG, "knowprompt": KNOWPROMPT, "ptr": PTR}
+
+
+def train_as_worker(rank: int, world_size: int, directory: str) -> None:
+    """One process of a `world_size`-process run; trains every config of TWO_WORKER_CONFIGS in
+    turn (one spawn for all three: a spawned process imports torch and transformers again) and
+    writes each one's per-epoch numbers."""
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
@@ -56,19 +62,27 @@ def train_as_worker(rank: int, world_size: int, directory: str, config: dict | N
             # As Ray's prepare_model: CLoCE's contrastive step leaves the MLM head unused.
             prepare_model=lambda model: DistributedDataParallel(model, find_unused_parameters=True),
         )
-        config = TrainConfig.from_dict(config) if config else CONFIG
-        result = train(config, tiny_dataset(), runtime=runtime, backbone_config=no_dropout_bert())
-        numbers = {"epochs": epoch_numbers(result.history), "test_micro_f1": result.test.micro_f1}
-        (Path(directory) / f"rank{rank}.json").write_text(json.dumps(numbers))
+        for name, config in TWO_WORKER_CONFIGS.items():
+            result = train(config, tiny_dataset(), runtime=runtime, backbone_config=no_dropout_bert())
+            numbers = {"epochs": epoch_numbers(result.history), "test_micro_f1": result.test.micro_f1}
+            (Path(directory) / f"{name}-rank{rank}.json").write_text(json.dumps(numbers))
     finally:
         dist.destroy_process_group()
 
 
-@pytest.mark.slow  # two spawned training processes (20-60 s on 2 busy cores)
-def test_one_and_two_workers_give_the_same_numbers(tmp_path):
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory) -> dict[str, list[dict]]:
+    """Each config's numbers from both ranks of one two-process run (20-60 s on 2 busy cores)."""
+    directory = tmp_path_factory.mktemp("two_workers")
+    torch.multiprocessing.start_processes(train_as_worker, args=(2, str(directory)), nprocs=2, start_method="spawn")
+    return {name: [json.loads((directory / f"{name}-rank{rank}.json").read_text()) for rank in (0, 1)]
+            for name in TWO_WORKER_CONFIGS}
+
+
+@pytest.mark.slow  # two spawned training processes
+def test_one_and_two_workers_give_the_same_numbers(two_workers):
     one = train(CONFIG, tiny_dataset(), backbone_config=no_dropout_bert())
-    torch.multiprocessing.start_processes(train_as_worker, args=(2, str(tmp_path)), nprocs=2, start_method="spawn")
-    ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    ranks = two_workers["cloce_d"]
 
     assert ranks[0] == ranks[1]  # every worker reports the gathered numbers
     two = ranks[0]["epochs"]
@@ -80,12 +94,10 @@ def test_one_and_two_workers_give_the_same_numbers(tmp_path):
 
 
 @pytest.mark.slow  # two spawned training processes
-@pytest.mark.parametrize("config", [KNOWPROMPT, PTR], ids=["knowprompt", "ptr"])
-def test_the_papers_baselines_on_one_and_two_workers_give_the_same_numbers(tmp_path, config):
-    one = train(config, tiny_dataset(), backbone_config=no_dropout_bert())
-    torch.multiprocessing.start_processes(train_as_worker, args=(2, str(tmp_path), config.to_dict()), nprocs=2,
-                                          start_method="spawn")
-    two = json.loads((tmp_path / "rank0.json").read_text())
+@pytest.mark.parametrize("name", ["knowprompt", "ptr"])
+def test_the_papers_baselines_on_one_and_two_workers_give_the_same_numbers(two_workers, name):
+    one = train(TWO_WORKER_CONFIGS[name], tiny_dataset(), backbone_config=no_dropout_bert())
+    two = two_workers[name][0]
     for epoch_one, epoch_two in zip(one.history, two["epochs"], strict=True):
         assert epoch_two["train_loss"] == pytest.approx(epoch_one.train_loss, rel=1e-5)
         assert epoch_two["val_micro_f1"] == pytest.approx(epoch_one.val_micro_f1)
