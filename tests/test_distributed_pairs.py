@@ -1,5 +1,8 @@
 """With two Ray Train workers the contrastive step still sees every training prediction:
-1 and 2 workers build the same pairs."""
+one process and two workers build the same pairs. The one process is Ray Train's local mode
+(`num_workers=0`, the default study's: the loop in this process, world size 1), which
+builds its pairs as one worker does (tests/test_worker_count.py) without a worker group's
+four more processes."""
 from __future__ import annotations
 
 import os
@@ -11,13 +14,24 @@ from cloce.config import TrainConfig
 
 @pytest.fixture(scope="module")
 def local_ray():
+    """A local runtime as the study starts one: Train's monitoring the study switches off stays
+    off here too (study_run.FAST_TRIAL_ENV: three actors fewer per Train run)."""
     import ray
 
-    os.environ.setdefault("RAY_worker_niceness", "0")
+    from study.driver.study_run import FAST_TRIAL_ENV
+
+    env = {"HF_HUB_OFFLINE": "1", "RAY_worker_niceness": "0"} | FAST_TRIAL_ENV
+    before = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)  # read by this process's Ray too (the Train controller of local mode runs here)
     ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False,
-             runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "RAY_worker_niceness": "0"}})
+             runtime_env={"env_vars": env})
     yield
     ray.shutdown()
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="module")
@@ -48,17 +62,20 @@ def first_epoch_pairs(workers: int, model_dir: str, data_dir, storage) -> dict:
     trainer = ray.train.torch.TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"train": config.to_dict(), "data": {"data_dir": str(data_dir), "train": None, "val": None,
-                                                               "test": None, "format": "auto"}},
+                                                               "test": None, "format": "auto"},
+                           "local_mode": workers == 0},
         scaling_config=ray.train.ScalingConfig(num_workers=workers, resources_per_worker={"CPU": 1}),
         run_config=ray.train.RunConfig(name=f"pairs-{workers}", storage_path=str(storage)),
     )
-    final = read_final(trainer.fit().checkpoint)
+    result = trainer.fit()
+    # Local mode returns the loop's summary; workers leave it in their last checkpoint.
+    final = result.return_value if workers == 0 else read_final(result.checkpoint)
     return final["history"][0]["pairs"]
 
 
 @pytest.mark.slow
 def test_one_and_two_workers_build_the_same_pairs(local_ray, no_dropout_model_dir, tiny_semeval_dir, tmp_path):
-    one = first_epoch_pairs(1, no_dropout_model_dir, tiny_semeval_dir, tmp_path)
+    one = first_epoch_pairs(0, no_dropout_model_dir, tiny_semeval_dir, tmp_path)
     two = first_epoch_pairs(2, no_dropout_model_dir, tiny_semeval_dir, tmp_path)
     assert one["train_correct"] + one["train_error"] == 4 * 18  # every prediction, not one worker's half
     assert two == one
