@@ -44,8 +44,9 @@ def pytest_make_collect_report(collector):
 # The files that take minutes, longest first (by their time on 2 cores: `pytest -n 0 --durations=30`):
 # under xdist (pyproject: two processes, a whole file each) they start at once and the quick
 # files fill the gaps; left to the end, one of them would be the suite's tail.
-LONGEST_FIRST = ("test_local_cluster.py", "test_slurm.py", "test_reliability_study.py", "test_ray_job_submit.py",
-                 "test_study_ledger.py", "test_study_asha_failed_cell.py", "test_study_pool_run.py")
+LONGEST_FIRST = ("test_local_cluster.py", "test_slurm.py", "test_reliability_study.py", "test_study_ledger.py",
+                 "test_gpu_check.py", "test_study_asha_failed_cell.py", "test_ray_job_submit.py",
+                 "test_study_pool_run.py")
 
 
 def pytest_collection_modifyitems(config, items):
