@@ -45,9 +45,13 @@ def trial_eager_vs_compiled(variant: str) -> dict:
 
 def epoch_eager_vs_compiled(variant: str, warmup_batches: int = 3, sentences: int | None = None,
                             device: torch.device | None = None, data_dir: str | None = None,
-                            model_name: str | None = None) -> dict:
+                            model_name: str | None = None, same_dropout: bool = False) -> dict:
     """One CE epoch over all of SemEval's training sentences (batch 16; the first `sentences`
-    only, if given), samples/s, on `device` (default: the CPU; benchmarks/gpu_check.py: the GPU)."""
+    only, if given), samples/s, on `device` (default: the CPU; benchmarks/gpu_check.py: the GPU).
+    Both contenders start from the same weights and draw from the same seed before each block;
+    `same_dropout` (the dry run's check of the numbers) makes the compiled encoder draw its
+    dropout masks as eager does (inductor's `fallback_random`, slower: not for timings), so their
+    losses agree to float rounding."""
     from benchmarks.common import BATCH
     from cloce.config import TrainConfig
     from cloce.data.dataset import load_dataset
@@ -58,6 +62,10 @@ def epoch_eager_vs_compiled(variant: str, warmup_batches: int = 3, sentences: in
     from cloce.variants import get_variant
 
     device = device or torch.device("cpu")
+    if same_dropout:
+        import torch._inductor.config
+
+        torch._inductor.config.fallback_random = True
     dataset = load_dataset(data_dir)
     types = type_vocabulary([*dataset.train, *dataset.val, *dataset.test])
     config = TrainConfig(variant=variant, k=None, lr=1e-4)
@@ -85,12 +93,13 @@ def epoch_eager_vs_compiled(variant: str, warmup_batches: int = 3, sentences: in
         for name in (list(contenders) if index % 2 == 0 else list(reversed(contenders))):
             model, batches, optimizer, scheduler = contenders[name]
             block = batches[start:start + BLOCK_BATCHES]
+            torch.manual_seed(index)  # the same dropout draws for both (with same_dropout: the same masks)
             took, loss = timed_pass(model, block, optimizer, scheduler, config, Runtime(device=device), device)
             seconds[name] += took
             loss_sums[name] += loss * sum(len(batch["labels"]) for batch in block)
     speeds = {name: len(split) / value for name, value in seconds.items()}
-    # Both start from the same weights and train on the same batches: their epoch losses tell
-    # whether the compiled encoder learns like the eager one (dropout draws differ: close, not equal).
+    # Same weights, same batches, same seeds: the epoch losses tell whether the compiled encoder
+    # learns as the eager one does (equal to rounding with same_dropout; else close, the masks differ).
     losses = {name: value / len(split) for name, value in loss_sums.items()}
     return {"variant": variant, "sentences": len(split), "blocks": len(blocks),
             "eager_samples_per_s": speeds["eager"], "compiled_samples_per_s": speeds["compiled"],

@@ -278,7 +278,8 @@ def main(argv=None) -> int:
         ("3. one trial's GPU memory (cloce_d, K=16)", lambda: trial_memory(args, device)),
         # Benchmarks 1 and 3's epoch rows on the device: eager vs train.compile, the compile not counted.
         *((f"5. CE epoch eager vs compiled ({variant}), samples/s", lambda variant=variant: epoch_eager_vs_compiled(
-            variant, sentences=32 if dry else 3000, device=device, data_dir=args.data_dir, model_name=args.model))
+            variant, sentences=32 if dry else 3000, device=device, data_dir=args.data_dir, model_name=args.model,
+            same_dropout=dry))
           for variant in ("prompt_ki", "finetune")),
     ]
     for name, step in steps:

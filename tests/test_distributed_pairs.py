@@ -1,11 +1,9 @@
 """With two Ray Train workers the contrastive step still sees every training prediction:
 one process and two workers build the same pairs. The one process is Ray Train's local mode
-(`num_workers=0`, the default study's: the loop in this process, world size 1), which
-builds its pairs as one worker does (tests/test_worker_count.py) without a worker group's
-four more processes."""
+(`num_workers=0`: the loop runs in this process, world size 1, no worker group and its four
+more processes), which builds its pairs as one worker does (tests/test_worker_count.py).
+Outside a Tune trial its reports go nowhere: its pairs come from the loop's return value."""
 from __future__ import annotations
-
-import os
 
 import pytest
 
@@ -14,24 +12,23 @@ from cloce.config import TrainConfig
 
 @pytest.fixture(scope="module")
 def local_ray():
-    """A local runtime as the study starts one: Train's monitoring the study switches off stays
-    off here too (study_run.FAST_TRIAL_ENV: three actors fewer per Train run)."""
+    """A local runtime as the study starts one: the Train monitoring the study switches off
+    stays off here too (study_run.FAST_TRIAL_ENV: no preemption watcher actor). Set in this
+    process as well, where the trainer sets up its callbacks, and put back afterwards."""
     import ray
 
     from study.driver.study_run import FAST_TRIAL_ENV
 
     env = {"HF_HUB_OFFLINE": "1", "RAY_worker_niceness": "0"} | FAST_TRIAL_ENV
-    before = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)  # read by this process's Ray too (the Train controller of local mode runs here)
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False,
-             runtime_env={"env_vars": env})
-    yield
-    ray.shutdown()
-    for name, value in before.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False,
+                 runtime_env={"env_vars": env})
+        try:
+            yield
+        finally:
+            ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -149,9 +149,10 @@ def test_train_compiles_the_encoder_when_asked(family_checkpoint, monkeypatch):
 @pytest.mark.slow
 def test_a_compiled_run_learns_like_an_eager_one(family_checkpoint):
     """cloce_d: the compiled encoder through the CE, contrastive and evaluation passes. The
-    marker path (finetune) and prompt_ki's CE epoch, compiled against eager on the same weights
-    and batches, are the gpu_check dry run's step 5 (tests/test_gpu_check.py): each cold
-    inductor compile costs ~40 CPU s here, so the suite compiles each path once."""
+    marker path (finetune) and prompt_ki's CE epoch, compiled against eager on the same weights,
+    batches and dropout masks, are the gpu_check dry run's step 5 (tests/test_gpu_check.py); a
+    cold inductor compile costs ~40 CPU s here, so finetune's compiled train() run went from
+    here (its compiled evaluation passes are no longer run anywhere in the suite)."""
     directory = family_checkpoint("bert", True)
     eager = train(tiny_config(variant="cloce_d", epochs=1, model=directory), tiny_dataset())
     compiled = train(tiny_config(variant="cloce_d", epochs=1, model=directory, compile=True), tiny_dataset())
