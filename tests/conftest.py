@@ -42,7 +42,8 @@ def pytest_make_collect_report(collector):
         _as_failure(report, collector.nodeid)
 
 # The files that take minutes, longest first (by their time on 2 cores: `pytest -n 0 --durations=30`;
-# test_gpu_check.py by its 115 s under -n 2, where its compile starts cold beside the others):
+# test_gpu_check.py by its 115 s in the whole suite under -n 2, `CI=1 python -m pytest -q --durations=40`
+# in a fresh clone and venv, where its compile starts cold beside the others):
 # under xdist (pyproject: two processes, a whole file each) they start at once and the quick
 # files fill the gaps; left to the end, one of them would be the suite's tail.
 LONGEST_FIRST = ("test_local_cluster.py", "test_slurm.py", "test_reliability_study.py", "test_study_ledger.py",

@@ -11,7 +11,8 @@ with one Ray Train worker per trial (Ray Train retries it):
   one trial raises -> FAILED with error.txt; the rest and the tables complete.
 Local mode runs finetune and prompt on seeds 1-2, finetune seed 2 raising beside the killed
 and resumed seed 1: two cells, as a cell's trials share one process in local mode (~9 CPU s
-to start; the kill and the raising trial's retry start new ones). One worker per trial runs
+to start, each process's CPU read from /proc during the run; the kill and the raising trial's
+retry start new ones). One worker per trial runs
 seed 1 alone, with cloce_s to raise: each fault takes Ray Train's path once, in 3 of the 7 trials.
 """
 from __future__ import annotations

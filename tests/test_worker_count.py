@@ -73,7 +73,8 @@ def train_as_worker(rank: int, world_size: int, directory: str) -> None:
 @pytest.fixture(scope="module")
 def two_workers(tmp_path_factory) -> dict[str, list[dict]]:
     """Each config's numbers from both ranks of one two-process run, the three configs in turn
-    (6-9 s alone on 2 cores, at 99d17da). A config that fails errors all three tests here."""
+    (6-9 s alone on 2 cores at 99d17da, `pytest -n 0 --durations=3 tests/test_worker_count.py`).
+    A config that fails errors all three tests here."""
     directory = tmp_path_factory.mktemp("two_workers")
     torch.multiprocessing.start_processes(train_as_worker, args=(2, str(directory)), nprocs=2, start_method="spawn")
     return {name: [json.loads((directory / f"{name}-rank{rank}.json").read_text()) for rank in (0, 1)]
